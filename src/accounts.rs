@@ -1,0 +1,1 @@
+//! passwd/group parsing without NSS. Being written.

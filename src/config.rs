@@ -1,0 +1,226 @@
+//! Where things are. Every path the tool reads has a DirectAdmin default and
+//! can be overridden in a TOML config; `--root DIR` makes DIR look like `/`
+//! for every path read or probed, including paths found inside config files.
+//!
+//! Paths in the model, findings and JSON are always *server paths* (as the
+//! server sees them, without the root prefix). Only [`Config::host`] turns a
+//! server path into the path this process opens.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// All server paths the readers use. `{XY}` in `php_prefix` stands for the
+/// version without a dot (8.3 -> 83).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Paths {
+    /// DirectAdmin's home, `/usr/local/directadmin`.
+    pub da_dir: String,
+    /// CustomBuild's `options.conf`.
+    pub options_conf: String,
+    /// `data/users`: one folder per account.
+    pub users_dir: String,
+    /// `data/admin`: admin.list, reseller.list.
+    pub admin_dir: String,
+    /// `data/templates/custom`: server-wide templates that survive a rewrite.
+    pub templates_custom_dir: String,
+    /// CustomBuild overlay copied over `/etc/nginx` (pure nginx).
+    pub cb_nginx_overlay: String,
+    /// CustomBuild overlay copied over `/etc/nginx` (nginx_apache).
+    pub cb_nginx_reverse_overlay: String,
+    /// The main nginx config; relative includes resolve against its folder.
+    pub nginx_conf: String,
+    /// PHP prefix per version, `{XY}` = version digits.
+    pub php_prefix: String,
+    /// Account database, parsed by hand: a static binary must not call NSS.
+    pub passwd: String,
+    pub group: String,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        let da = "/usr/local/directadmin";
+        Paths {
+            da_dir: da.into(),
+            options_conf: format!("{da}/custombuild/options.conf"),
+            users_dir: format!("{da}/data/users"),
+            admin_dir: format!("{da}/data/admin"),
+            templates_custom_dir: format!("{da}/data/templates/custom"),
+            cb_nginx_overlay: format!("{da}/custombuild/custom/nginx/conf"),
+            cb_nginx_reverse_overlay: format!("{da}/custombuild/custom/nginx_reverse/conf"),
+            nginx_conf: "/etc/nginx/nginx.conf".into(),
+            php_prefix: "/usr/local/php{XY}".into(),
+            passwd: "/etc/passwd".into(),
+            group: "/etc/group".into(),
+        }
+    }
+}
+
+impl Paths {
+    /// `/usr/local/php83` for release "8.3".
+    pub fn php_prefix_for(&self, release: &str) -> String {
+        self.php_prefix.replace("{XY}", &release.replace('.', ""))
+    }
+}
+
+/// Live-probe settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProbeSettings {
+    /// Connect + FastCGI handshake timeout per endpoint, milliseconds.
+    pub timeout_ms: u64,
+    /// How many probes run at once.
+    pub parallelism: usize,
+    /// Probe TCP FastCGI listeners. Default: only when the root is `/`
+    /// (an offline copy's 127.0.0.1 is not this machine's).
+    pub tcp: Option<bool>,
+    /// The nginx worker user, judged against socket permissions. Default:
+    /// the `user` directive of nginx.conf, else `nginx` (DirectAdmin's).
+    pub worker_user: Option<String>,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        ProbeSettings {
+            timeout_ms: 1500,
+            parallelism: 16,
+            tcp: None,
+            worker_user: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub paths: Paths,
+    pub probe: ProbeSettings,
+}
+
+/// The resolved configuration of one run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// What this process sees as the server's `/`.
+    pub root: PathBuf,
+    pub paths: Paths,
+    pub probe: ProbeSettings,
+    /// `--no-probe`: report `not_probed` instead of touching sockets.
+    pub no_probe: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: PathBuf::from("/"),
+            paths: Paths::default(),
+            probe: ProbeSettings::default(),
+            no_probe: false,
+        }
+    }
+}
+
+impl Config {
+    /// Load `--config FILE` (if any) and apply `--root`.
+    pub fn load(config_file: Option<&Path>, root: Option<&Path>) -> Result<Config, String> {
+        let file = match config_file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| format!("{}: {e}", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let root = match root {
+            Some(r) => std::fs::canonicalize(r).map_err(|e| format!("--root {}: {e}", r.display()))?,
+            None => PathBuf::from("/"),
+        };
+        Ok(Config {
+            root,
+            paths: file.paths,
+            probe: file.probe,
+            no_probe: false,
+        })
+    }
+
+    /// True when the root is the real `/`.
+    pub fn is_live_root(&self) -> bool {
+        self.root == Path::new("/")
+    }
+
+    /// Map a server path (absolute, as found in configs) to the path this
+    /// process opens. `..` components cannot climb above the root.
+    pub fn host(&self, server_path: &str) -> PathBuf {
+        if self.is_live_root() {
+            return PathBuf::from(server_path);
+        }
+        let mut out = self.root.clone();
+        let mut depth = 0usize;
+        for comp in server_path.split('/') {
+            match comp {
+                "" | "." => {}
+                ".." => {
+                    if depth > 0 {
+                        out.pop();
+                        depth -= 1;
+                    }
+                }
+                c => {
+                    out.push(c);
+                    depth += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// Inverse of [`Config::host`] for paths produced by globbing.
+    pub fn server_path(&self, host_path: &Path) -> String {
+        if self.is_live_root() {
+            return host_path.to_string_lossy().into_owned();
+        }
+        match host_path.strip_prefix(&self.root) {
+            Ok(rel) => format!("/{}", rel.to_string_lossy()),
+            Err(_) => host_path.to_string_lossy().into_owned(),
+        }
+    }
+
+    pub fn probe_timeout(&self) -> Duration {
+        Duration::from_millis(self.probe.timeout_ms.max(1))
+    }
+
+    /// Whether TCP endpoints are probed (see [`ProbeSettings::tcp`]).
+    pub fn probe_tcp(&self) -> bool {
+        self.probe.tcp.unwrap_or_else(|| self.is_live_root())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_maps_under_root_and_cannot_escape() {
+        let c = Config {
+            root: PathBuf::from("/tmp/x"),
+            ..Config::default()
+        };
+        assert_eq!(
+            c.host("/etc/nginx/nginx.conf"),
+            PathBuf::from("/tmp/x/etc/nginx/nginx.conf")
+        );
+        assert_eq!(c.host("/../../etc/shadow"), PathBuf::from("/tmp/x/etc/shadow"));
+        assert_eq!(c.server_path(Path::new("/tmp/x/etc/passwd")), "/etc/passwd");
+        let live = Config::default();
+        assert_eq!(live.host("/etc/passwd"), PathBuf::from("/etc/passwd"));
+    }
+
+    #[test]
+    fn toml_overrides_paths() {
+        let f: FileConfig =
+            toml::from_str("[paths]\nphp_prefix = \"/opt/php{XY}\"\n[probe]\ntimeout_ms = 50\n").unwrap();
+        assert_eq!(f.paths.php_prefix_for("8.3"), "/opt/php83");
+        assert_eq!(f.paths.nginx_conf, "/etc/nginx/nginx.conf");
+        assert_eq!(f.probe.timeout_ms, 50);
+        assert!(toml::from_str::<FileConfig>("[paths]\nbogus = 1\n").is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! FPM Doctor: finds why PHP sites on NGINX + PHP-FPM answer 502 on
+//! DirectAdmin servers. See ARCHITECTURE.md for the map and its invariants.
+
+pub mod accounts;
+pub mod config;
+pub mod nginx;
+pub mod probe;
+pub mod sim;

@@ -1,0 +1,1 @@
+//! Lossless NGINX config parser (ours). Being written; see ARCHITECTURE.md.

@@ -1,0 +1,1 @@
+//! Live socket probe. Being written.

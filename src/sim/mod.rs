@@ -1,0 +1,1 @@
+//! Simulated DirectAdmin (tree writer + rewrite emulator). Being written.
