@@ -2,7 +2,13 @@
 //! DirectAdmin servers. See ARCHITECTURE.md for the map and its invariants.
 
 pub mod accounts;
+pub mod checks;
 pub mod config;
+pub mod demo;
+pub mod model;
 pub mod nginx;
 pub mod probe;
+pub mod readers;
+pub mod report;
+pub mod scan;
 pub mod sim;

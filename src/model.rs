@@ -1,0 +1,268 @@
+//! The `Server` model: everything the readers collected, and nothing more.
+//! Checks are pure functions over it (see `checks/`), so they can be tested
+//! without a disk.
+
+use crate::probe::{Endpoint, ProbeResult};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Which configuration layer a piece of text lives in, i.e. who owns it and
+/// whether DirectAdmin's next rewrite keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layer {
+    /// Written by DA (`nginx.conf`, `nginx_php.conf`, `httpd.conf`): lost at the next rewrite.
+    Generated,
+    /// A domain's `.cust_nginx`, `.cust_nginx_https`, `.cust_httpd`.
+    Custom,
+    /// `data/templates/custom/*`: server-wide.
+    Template,
+    /// CustomBuild `custom/nginx*/conf/*`, copied over `/etc/nginx`.
+    Overlay,
+    /// `/etc/nginx` itself.
+    Global,
+}
+
+impl Layer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Generated => "generated",
+            Layer::Custom => "custom",
+            Layer::Template => "template",
+            Layer::Overlay => "overlay",
+            Layer::Global => "global",
+        }
+    }
+}
+
+/// One CustomBuild PHP slot (`php1_release` … `php4_release`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhpSlot {
+    pub slot: u8,
+    /// `8.3`, or `no` when the slot is unused.
+    pub release: String,
+    /// `php-fpm`, `fastcgi`, `lsphp`, … (empty when not set).
+    pub mode: String,
+    /// `/usr/local/php83`; empty for `no`.
+    pub prefix: String,
+}
+
+impl PhpSlot {
+    pub fn is_enabled(&self) -> bool {
+        !self.release.is_empty() && self.release != "no"
+    }
+    pub fn is_fpm(&self) -> bool {
+        self.is_enabled() && (self.mode == "php-fpm" || self.mode.is_empty())
+    }
+}
+
+/// Where a directive sits, for evidence and for byte-span edits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Location {
+    /// Server path of the file.
+    pub file: String,
+    pub line: u32,
+    /// Exact text of the directive as written.
+    pub text: String,
+    /// Byte span of the directive in the file.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// What a PHP handler points at.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    Endpoint(Endpoint),
+    /// Could not be resolved (variables, unknown upstream): why.
+    Unresolved(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandlerKind {
+    /// `fastcgi_pass` in nginx.
+    Nginx,
+    /// `proxy:unix:…|fcgi://` in Apache.
+    Apache,
+}
+
+/// A PHP handler that serves (part of) a vhost, traced back to its source.
+#[derive(Debug, Clone)]
+pub struct Handler {
+    pub kind: HandlerKind,
+    /// The target as written (after token substitution for templates).
+    pub raw_target: String,
+    pub target: Target,
+    /// Where the text lives in the layer that produces it.
+    pub source: Location,
+    pub layer: Layer,
+    /// Copies of the same text in generated files (`.cust_*` and templates
+    /// are inlined by DA's rewrite).
+    pub generated_copies: Vec<Location>,
+    /// The location block it sits in (`~ \.php$`), if any.
+    pub location: Option<String>,
+    /// True when an earlier location with the same match wins in nginx,
+    /// so this handler never serves a request.
+    pub shadowed: bool,
+    /// The handler belongs to DA's webapps (`webapps.sock`), not the user's pool.
+    pub webapps: bool,
+}
+
+/// One server block (or Apache VirtualHost) that serves a domain.
+#[derive(Debug, Clone)]
+pub struct Vhost {
+    pub server_names: Vec<String>,
+    pub https: bool,
+    /// Where the block starts.
+    pub file: String,
+    pub line: u32,
+    pub handlers: Vec<Handler>,
+    /// The block proxies to a backend (nginx_apache) instead of running PHP.
+    pub proxies: bool,
+}
+
+/// A PHP-FPM pool from `data/users/<u>/php/php-fpmXY.conf` (or any pool file).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pool {
+    pub name: String,
+    /// `83` for php-fpm83.conf.
+    pub version_digits: String,
+    pub file: String,
+    pub line: u32,
+    pub listen: Option<String>,
+    pub listen_owner: Option<String>,
+    pub listen_group: Option<String>,
+    pub listen_mode: Option<String>,
+    /// Every other key (`pm`, `pm.max_children`, …), in file order.
+    pub settings: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Domain {
+    pub name: String,
+    /// For a subdomain entry, the DA domain it belongs to.
+    pub parent: Option<String>,
+    /// `php1_select=` from the domain conf (slot number), if set.
+    pub php_select: Option<u8>,
+    /// Where `php1_select` was read (domain conf path and line).
+    pub php_select_at: Option<Location>,
+    pub nginx_only: bool,
+    pub aliases: Vec<String>,
+    pub vhosts: Vec<Vhost>,
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub creator: Option<String>,
+    pub usertype: Option<String>,
+    pub domains: Vec<Domain>,
+    pub pools: Vec<Pool>,
+    /// Server blocks of the user's config that match none of their domains.
+    pub stray_vhosts: Vec<Vhost>,
+}
+
+/// Something that could not be read or parsed: reported as `unknown`, never
+/// taken as healthy.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unknown {
+    pub user: Option<String>,
+    pub domain: Option<String>,
+    pub file: String,
+    pub line: Option<u32>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Server {
+    /// `webserver=` from options.conf.
+    pub webserver: Option<String>,
+    pub php: Vec<PhpSlot>,
+    pub users: Vec<User>,
+    /// Server blocks from `/etc/nginx` outside users' files (hostname, webapps).
+    pub global_vhosts: Vec<Vhost>,
+    pub nginx_worker_user: Option<String>,
+    pub unknowns: Vec<Unknown>,
+    /// Result per probed endpoint.
+    pub probes: BTreeMap<Endpoint, ProbeResult>,
+    /// The scan was limited to one user / domain.
+    pub scoped: bool,
+}
+
+impl Server {
+    pub fn slot(&self, n: u8) -> Option<&PhpSlot> {
+        self.php.iter().find(|s| s.slot == n)
+    }
+
+    /// Every endpoint a handler points at, deduplicated.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let mut set = std::collections::BTreeSet::new();
+        let vhosts = self
+            .users
+            .iter()
+            .flat_map(|u| u.domains.iter().flat_map(|d| d.vhosts.iter()).chain(u.stray_vhosts.iter()))
+            .chain(self.global_vhosts.iter());
+        for v in vhosts {
+            for h in &v.handlers {
+                if let Target::Endpoint(e) = &h.target {
+                    set.insert(e.clone());
+                }
+            }
+        }
+        set.into_iter().collect()
+    }
+}
+
+/// The socket a domain's PHP should use, derived from panel data alone.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Expected {
+    /// The slot in force (`php1_select`, default 1).
+    pub slot: u8,
+    pub release: Option<String>,
+    pub mode: Option<String>,
+    /// `None` when the slot gives no FPM socket (disabled, not php-fpm, unknown).
+    pub socket: Option<String>,
+    /// Where the socket came from: `pool listen in …` or `computed from slot N`.
+    pub basis: String,
+}
+
+/// `php1_select` slot → its release and mode → `<prefix>/sockets/<user>.sock`,
+/// except that the user's pool `listen` for that version wins (isolated_fpm,
+/// custom pools).
+pub fn expected_socket(slots: &[PhpSlot], pools: &[Pool], user: &str, php_select: Option<u8>) -> Expected {
+    let slot_n = php_select.unwrap_or(1);
+    let Some(slot) = slots.iter().find(|s| s.slot == slot_n) else {
+        return Expected { slot: slot_n, release: None, mode: None, socket: None, basis: format!("slot {slot_n} is not in options.conf") };
+    };
+    let base = Expected {
+        slot: slot_n,
+        release: Some(slot.release.clone()),
+        mode: Some(slot.mode.clone()),
+        socket: None,
+        basis: String::new(),
+    };
+    if !slot.is_enabled() {
+        return Expected { basis: format!("slot {slot_n} is disabled (php{slot_n}_release=no)"), ..base };
+    }
+    if !slot.is_fpm() {
+        return Expected { basis: format!("slot {slot_n} runs PHP as {}, not php-fpm", slot.mode), ..base };
+    }
+    let digits = slot.release.replace('.', "");
+    if let Some(pool) = pools.iter().find(|p| p.version_digits == digits && p.listen.as_deref().is_some_and(|l| l.starts_with('/'))) {
+        return Expected {
+            socket: pool.listen.clone(),
+            basis: format!("listen of pool [{}] in {}:{}", pool.name, pool.file, pool.line),
+            ..base
+        };
+    }
+    Expected {
+        socket: Some(format!("{}/sockets/{user}.sock", slot.prefix)),
+        basis: format!("computed from slot {slot_n} (php{slot_n}_release={})", slot.release),
+        ..base
+    }
+}
+
+/// The webapps pool socket (phpMyAdmin, webmail): slot 1's `webapps.sock`.
+pub fn expected_webapps_socket(slots: &[PhpSlot]) -> Option<String> {
+    slots.iter().find(|s| s.slot == 1).filter(|s| s.is_fpm()).map(|s| format!("{}/sockets/webapps.sock", s.prefix))
+}

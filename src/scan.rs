@@ -1,0 +1,87 @@
+//! One scan: read the model, probe every endpoint once, run the checks.
+//! This is the core every face (CLI, pages, hooks) calls.
+
+use crate::accounts::Accounts;
+use crate::checks::{self, socket_drift::DomainStatus, Finding};
+use crate::config::Config;
+use crate::model::{expected_socket, expected_webapps_socket, PhpSlot, Server};
+use crate::probe::{Endpoint, Prober, WorkerIdentity};
+use crate::readers::{self, Fs, Scope};
+use serde::Serialize;
+
+/// The result of a scan; its JSON form is the `schema: 1` contract.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub schema: u32,
+    pub verdict: &'static str,
+    pub webserver: Option<String>,
+    pub php: Vec<PhpSlot>,
+    pub domains: Vec<DomainStatus>,
+    pub findings: Vec<Finding>,
+    /// Who nginx runs as (judged against socket permissions).
+    pub nginx_worker: Option<String>,
+    pub probed: bool,
+    pub users: usize,
+}
+
+impl Report {
+    pub fn exit_code(&self) -> i32 {
+        checks::exit_code(self.verdict)
+    }
+}
+
+/// The nginx worker's identity from the tree's own passwd/group files.
+fn worker_identity(cfg: &Config, server: &Server) -> Option<WorkerIdentity> {
+    let name = cfg.probe.worker_user.clone().or_else(|| server.nginx_worker_user.clone()).unwrap_or_else(|| "nginx".into());
+    let fs = Fs::new(cfg);
+    let passwd = fs.read(&cfg.paths.passwd).ok().flatten()?;
+    let group = fs.read(&cfg.paths.group).ok().flatten().unwrap_or_default();
+    let acc = Accounts::parse(&passwd, &group);
+    let a = acc.user(&name)?;
+    Some(WorkerIdentity { name: name.clone(), uid: a.uid, gids: acc.gids_of(&name) })
+}
+
+/// Probes every handler endpoint and every expected socket, once each.
+pub fn probe(cfg: &Config, server: &mut Server) {
+    if cfg.no_probe {
+        return;
+    }
+    let mut eps = server.endpoints();
+    for u in &server.users {
+        for d in &u.domains {
+            if let Some(s) = expected_socket(&server.php, &u.pools, &u.name, d.php_select).socket {
+                eps.push(Endpoint::Unix(s));
+            }
+        }
+    }
+    if let Some(w) = expected_webapps_socket(&server.php) {
+        eps.push(Endpoint::Unix(w));
+    }
+    eps.sort();
+    eps.dedup();
+    let prober = Prober::from_config(cfg, worker_identity(cfg, server));
+    server.probes = prober.probe_all(&eps);
+}
+
+/// Reads, probes and analyses.
+pub fn scan(cfg: &Config, scope: &Scope) -> Result<Report, String> {
+    let mut server = readers::read_server(cfg, scope)?;
+    probe(cfg, &mut server);
+    Ok(report(cfg, &server))
+}
+
+/// Pure: model → report.
+pub fn report(cfg: &Config, server: &Server) -> Report {
+    let analysis = checks::analyse(server);
+    Report {
+        schema: 1,
+        verdict: checks::verdict(&analysis.findings),
+        webserver: server.webserver.clone(),
+        php: server.php.clone(),
+        domains: analysis.domains,
+        findings: analysis.findings,
+        nginx_worker: cfg.probe.worker_user.clone().or_else(|| server.nginx_worker_user.clone()),
+        probed: !cfg.no_probe,
+        users: server.users.len(),
+    }
+}
