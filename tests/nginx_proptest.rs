@@ -8,7 +8,12 @@ use proptest::prelude::*;
 #[derive(Debug, Clone)]
 enum G {
     /// name, (separator before, raw word, expected value) per arg, separator before terminator
-    Dir(String, Vec<(String, String, String)>, String, Option<Vec<(String, G)>>),
+    Dir(
+        String,
+        Vec<(String, String, String)>,
+        String,
+        Option<Vec<(String, G)>>,
+    ),
     Trivia(String),
 }
 
@@ -66,13 +71,23 @@ fn node() -> impl Strategy<Value = G> {
         trivia(),
     ];
     leaf.prop_recursive(5, 64, 6, move |inner| {
-        (name, args(), opt_sep(), prop::collection::vec((opt_sep(), inner), 0..6))
+        (
+            name,
+            args(),
+            opt_sep(),
+            prop::collection::vec((opt_sep(), inner), 0..6),
+        )
             .prop_map(|(n, a, s, kids)| G::Dir(n, a, s, Some(kids)))
     })
 }
 
 /// Renders nodes and collects (depth, name, arg values) of each directive in walk order.
-fn render(nodes: &[(String, G)], depth: usize, out: &mut String, exp: &mut Vec<(usize, String, Vec<String>)>) {
+fn render(
+    nodes: &[(String, G)],
+    depth: usize,
+    out: &mut String,
+    exp: &mut Vec<(usize, String, Vec<String>)>,
+) {
     for (lead, n) in nodes {
         out.push_str(lead);
         match n {
