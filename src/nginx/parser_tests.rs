@@ -327,3 +327,25 @@ fn arbitrary_garbage_round_trips() {
         parse_bytes(s);
     }
 }
+
+#[test]
+fn pathological_inputs_stay_linear() {
+    for unit in [
+        &b"|a; "[..],
+        b"{",
+        b"}",
+        b"\"",
+        b"a ",
+        b"${",
+        b"|",
+        b"|$",
+        b"#",
+        b"\\",
+    ] {
+        let src = unit.repeat(1_000_000 / unit.len());
+        let t = std::time::Instant::now();
+        let f = ParsedFile::parse("/p.conf", src.clone());
+        assert!(t.elapsed().as_secs() < 5, "{:?} took {:?}", unit, t.elapsed());
+        assert_eq!(f.print(), src);
+    }
+}
