@@ -349,3 +349,24 @@ fn pathological_inputs_stay_linear() {
         assert_eq!(f.print(), src);
     }
 }
+
+#[test]
+fn splice_edits_by_span() {
+    let f = parse("server {\n  fastcgi_pass unix:/a.sock;\n  listen 80;\n}\n");
+    let mut edits = vec![];
+    f.walk(&mut |_, d| match d.name.value.as_str() {
+        "listen" => edits.push((d.args[0].span, b"8080".to_vec())),
+        "fastcgi_pass" => edits.push((d.args[0].span, b"unix:/b.sock".to_vec())),
+        _ => {}
+    });
+    let out = f.splice(&edits).unwrap();
+    assert_eq!(
+        out,
+        b"server {\n  fastcgi_pass unix:/b.sock;\n  listen 8080;\n}\n"
+    );
+    assert!(f
+        .splice(&[(Span::new(0, 5), vec![]), (Span::new(3, 6), vec![])])
+        .is_err());
+    assert!(f.splice(&[(Span::new(0, 999), vec![])]).is_err());
+    assert_eq!(f.splice(&[]).unwrap(), f.src);
+}
