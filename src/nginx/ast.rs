@@ -189,6 +189,29 @@ impl ParsedFile {
         walk_nodes(&self.nodes, &mut stack, f);
     }
 
+    /// The source with each span replaced by its bytes. Edits may come in
+    /// any order; overlapping spans or spans past the end are refused, so a
+    /// caller cannot silently corrupt a file.
+    pub fn splice(&self, edits: &[(Span, Vec<u8>)]) -> Result<Vec<u8>, String> {
+        let mut order: Vec<&(Span, Vec<u8>)> = edits.iter().collect();
+        order.sort_by_key(|(s, _)| (s.start, s.end));
+        let mut out = Vec::with_capacity(self.src.len());
+        let mut at = 0;
+        for (span, bytes) in order {
+            if span.start < at || span.end < span.start || span.end > self.src.len() {
+                return Err(format!(
+                    "edit {}..{} overlaps or is out of range",
+                    span.start, span.end
+                ));
+            }
+            out.extend_from_slice(&self.src[at..span.start]);
+            out.extend_from_slice(bytes);
+            at = span.end;
+        }
+        out.extend_from_slice(&self.src[at..]);
+        Ok(out)
+    }
+
     /// Top-level directives.
     pub fn directives(&self) -> impl Iterator<Item = &Directive> {
         self.nodes.iter().filter_map(|n| match n {

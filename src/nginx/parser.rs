@@ -123,11 +123,12 @@ impl Parser<'_> {
                 .map_or(src.len(), |p| i + 2 + p + 5);
             return Some(end);
         }
-        let line_end = src[i + 1..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(src.len(), |p| i + 1 + p);
-        let close = src[i + 1..line_end].iter().position(|&b| b == b'|')? + i + 1;
+        // One scan that stops at the first `|` or newline keeps this linear
+        // even on a huge single line full of `|`.
+        let close = src[i + 1..].iter().position(|&b| b == b'|' || b == b'\n')? + i + 1;
+        if src[close] != b'|' {
+            return None;
+        }
         match src.get(close + 1) {
             None => Some(close + 1),
             Some(&b) if is_space(b) => Some(close + 1),
@@ -271,14 +272,12 @@ impl Parser<'_> {
                 }
                 b'}' => {
                     let close = Span::new(i, i + 1);
-                    if !words.is_empty() {
-                        // The unfinished statement stays behind as trivia.
+                    if !words.is_empty() || stack.len() == 1 {
                         self.error(close, "unexpected \"}\"");
-                        words.clear();
                     }
-                    if stack.len() == 1 {
-                        self.error(close, "unexpected \"}\"");
-                    } else {
+                    // An unfinished statement stays behind as trivia.
+                    words.clear();
+                    if stack.len() > 1 {
                         let frame = stack.pop().expect("inner frame");
                         close_frame(frame, Some(close), i, stack.last_mut().expect("file frame"));
                     }

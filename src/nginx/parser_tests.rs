@@ -327,3 +327,46 @@ fn arbitrary_garbage_round_trips() {
         parse_bytes(s);
     }
 }
+
+#[test]
+fn pathological_inputs_stay_linear() {
+    for unit in [
+        &b"|a; "[..],
+        b"{",
+        b"}",
+        b"\"",
+        b"a ",
+        b"${",
+        b"|",
+        b"|$",
+        b"#",
+        b"\\",
+    ] {
+        let src = unit.repeat(1_000_000 / unit.len());
+        let t = std::time::Instant::now();
+        let f = ParsedFile::parse("/p.conf", src.clone());
+        assert!(t.elapsed().as_secs() < 5, "{:?} took {:?}", unit, t.elapsed());
+        assert_eq!(f.print(), src);
+    }
+}
+
+#[test]
+fn splice_edits_by_span() {
+    let f = parse("server {\n  fastcgi_pass unix:/a.sock;\n  listen 80;\n}\n");
+    let mut edits = vec![];
+    f.walk(&mut |_, d| match d.name.value.as_str() {
+        "listen" => edits.push((d.args[0].span, b"8080".to_vec())),
+        "fastcgi_pass" => edits.push((d.args[0].span, b"unix:/b.sock".to_vec())),
+        _ => {}
+    });
+    let out = f.splice(&edits).unwrap();
+    assert_eq!(
+        out,
+        b"server {\n  fastcgi_pass unix:/b.sock;\n  listen 8080;\n}\n"
+    );
+    assert!(f
+        .splice(&[(Span::new(0, 5), vec![]), (Span::new(3, 6), vec![])])
+        .is_err());
+    assert!(f.splice(&[(Span::new(0, 999), vec![])]).is_err());
+    assert_eq!(f.splice(&[]).unwrap(), f.src);
+}
