@@ -27,7 +27,7 @@ pub struct ApacheVhost {
 
 fn handler_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r#"proxy:unix:([^|"'\s]+)\|fcgi://"#).unwrap())
+    RE.get_or_init(|| Regex::new(r#"proxy:unix:((?:[^|"'\s]|\|[A-Z0-9_]+\|)+)\|fcgi://"#).unwrap())
 }
 
 /// Every handler of a file, in order, whatever block it is in.

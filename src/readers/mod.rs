@@ -256,6 +256,10 @@ fn names_of(d: &DaDomain) -> Vec<(String, Option<String>, Vec<String>)> {
     out
 }
 
+fn find_entry(entries: &[(Domain, usize, Vec<String>)], server_names: &[String]) -> Option<usize> {
+    server_names.iter().find_map(|sn| entries.iter().position(|(_, _, names)| names.iter().any(|n| n == sn)))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn assemble_user(
     fs: &Fs,
@@ -295,30 +299,21 @@ fn assemble_user(
             ));
         }
     }
-    let find_entry = |server_names: &[String]| -> Option<usize> {
-        server_names.iter().find_map(|sn| entries.iter().position(|(_, _, names)| names.iter().any(|n| n == sn)))
-    };
-    let cust: Vec<(Option<LayerFile>, Option<LayerFile>, Option<LayerFile>)> = du
+    let cust: Vec<(Option<LayerFile>, Option<LayerFile>)> = du
         .domains
         .iter()
-        .map(|d| {
-            (
-                d.cust_nginx.as_ref().map(LayerFile::from_cust),
-                d.cust_nginx_https.as_ref().map(LayerFile::from_cust),
-                d.cust_httpd.as_ref().map(|c| LayerFile { layer: Layer::Custom, ..LayerFile::parse(Layer::Custom, &c.path, vec![]) }),
-            )
-        })
+        .map(|d| (d.cust_nginx.as_ref().map(LayerFile::from_cust), d.cust_nginx_https.as_ref().map(LayerFile::from_cust)))
         .collect();
     let mut used: std::collections::HashSet<(String, usize)> = std::collections::HashSet::new();
     if nginx_side {
         let (raw, unk) = nginx::read_user(fs, &du.dir, &du.name, &global.upstreams);
         unknowns.extend(unk);
         for rv in raw {
-            let e = find_entry(&rv.server_names);
+            let e = find_entry(&entries, &rv.server_names);
             let (domain_name, cust_files): (String, Vec<&LayerFile>) = match e {
                 Some(ei) => {
                     let di = entries[ei].1;
-                    let (n, nh, _) = &cust[di];
+                    let (n, nh) = &cust[di];
                     let mut c: Vec<&LayerFile> = Vec::new();
                     if rv.https {
                         c.extend(nh.iter());
@@ -349,7 +344,7 @@ fn assemble_user(
         }
         // Custom handlers DA has not inlined (yet): they serve after the next rewrite.
         for (di, d) in du.domains.iter().enumerate() {
-            let (n, nh, _) = &cust[di];
+            let (n, nh) = &cust[di];
             for lf in n.iter().chain(nh.iter()) {
                 let pending: Vec<Handler> = lf
                     .handlers
@@ -443,10 +438,7 @@ fn apache_user(
         .map(|d| d.cust_httpd.as_ref().map(|c| apache::handlers(&c.path, &c.src)).unwrap_or_default())
         .collect();
     for av in apache::vhosts(&path, &src) {
-        let ei = av
-            .server_names
-            .iter()
-            .find_map(|sn| entries.iter().position(|(_, _, names)| names.iter().any(|n| n == sn)));
+        let ei = find_entry(entries, &av.server_names);
         let mut handlers = Vec::new();
         for h in &av.handlers {
             let mut handler = Handler {

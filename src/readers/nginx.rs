@@ -469,7 +469,7 @@ pub struct SharedLayers {
 pub fn read_shared_layers(fs: &Fs, reverse: bool) -> SharedLayers {
     let paths = &fs.cfg.paths;
     let mut out = SharedLayers::default();
-    let mut read = |path: &str, layer: Layer, out: &mut SharedLayers| -> Option<LayerFile> {
+    let read = |path: &str, layer: Layer, out: &mut SharedLayers| -> Option<LayerFile> {
         match fs.read(path) {
             Ok(Some(src)) => Some(LayerFile::parse(layer, path, src)),
             Ok(None) => None,

@@ -1,0 +1,301 @@
+//! Reader + check tests on hand-written DirectAdmin trees (the generated files
+//! are written the way DA writes them), scanned in-process with `--root`.
+//! Live sockets are bound by the test itself where a case needs one.
+
+use fpm_doctor::config::Config;
+use fpm_doctor::readers::Scope;
+use fpm_doctor::scan::{scan, Report};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+fn write(root: &Path, path: &str, content: &str) {
+    let p = root.join(path.trim_start_matches('/'));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+const U: &str = "/usr/local/directadmin/data/users";
+
+fn php_location(sock: &str) -> String {
+    format!(
+        "\tlocation ~ \\.php$ {{\n\t\ttry_files $uri =404;\n\t\tinclude /etc/nginx/fastcgi_params;\n\t\t\
+if (-f $request_filename) {{\n\t\t\tfastcgi_pass unix:{sock};\n\t\t}}\n\t}}\n"
+    )
+}
+
+fn server_block(names: &str, user: &str, extra: &str, https: bool) -> String {
+    let listen = if https { "\tlisten 1.2.3.4:443 ssl;\n" } else { "\tlisten 1.2.3.4:80;\n" };
+    format!(
+        "server\n{{\n{extra}{listen}\tserver_name {names};\n\troot /home/{user}/domains/x/public_html;\n\
+\tinclude {U}/{user}/nginx_php.conf;\n\tinclude /etc/nginx/webapps.conf;\n}}\n"
+    )
+}
+
+fn user(root: &Path, name: &str, domains: &[&str], nginx_conf: &str, pool_release: &str) {
+    write(root, &format!("{U}/{name}/user.conf"), &format!("username={name}\ncreator=admin\nusertype=user\n"));
+    write(root, &format!("{U}/{name}/domains.list"), &(domains.join("\n") + "\n"));
+    for d in domains {
+        write(root, &format!("{U}/{name}/domains/{d}.conf"), &format!("domain={d}\nphp=ON\n"));
+    }
+    write(root, &format!("{U}/{name}/nginx.conf"), nginx_conf);
+    write(
+        root,
+        &format!("{U}/{name}/nginx_php.conf"),
+        &php_location(&format!("/usr/local/php{pool_release}/sockets/{name}.sock")),
+    );
+    write(
+        root,
+        &format!("{U}/{name}/php/php-fpm{pool_release}.conf"),
+        &format!("[{name}]\nuser = {name}\nlisten = /usr/local/php{pool_release}/sockets/{name}.sock\nlisten.mode = 660\npm = ondemand\n"),
+    );
+}
+
+/// A server just upgraded 8.2 -> 8.3: alice's `.cust_nginx` still names 8.2.
+fn base_tree(root: &Path) {
+    write(
+        root,
+        "/usr/local/directadmin/custombuild/options.conf",
+        "webserver=nginx\nphp1_release=8.3\nphp1_mode=php-fpm\nphp2_release=no\nphp2_mode=php-fpm\n",
+    );
+    write(root, "/etc/passwd", "root:x:0:0::/root:/bin/bash\nnginx:x:101:101::/nonexistent:/bin/false\n");
+    write(root, "/etc/group", "root:x:0:\nnginx:x:101:\n");
+    write(root, "/etc/nginx/fastcgi_params", "fastcgi_param QUERY_STRING $query_string;\n");
+    write(
+        root,
+        "/etc/nginx/nginx.conf",
+        "user nginx;\nworker_processes 1;\nhttp {\n\tinclude /etc/nginx/directadmin-vhosts.conf;\n\
+\tserver {\n\t\tlisten 80 default_server;\n\t\tserver_name host.test;\n\t\tinclude /etc/nginx/webapps.conf;\n\t}\n}\n",
+    );
+    write(
+        root,
+        "/etc/nginx/directadmin-vhosts.conf",
+        &format!("include {U}/alice/nginx.conf;\ninclude {U}/bob/nginx.conf;\n"),
+    );
+    write(
+        root,
+        "/etc/nginx/webapps.conf",
+        "location ^~ /phpMyAdmin {\n\tlocation ~ \\.php$ {\n\t\tfastcgi_pass unix:/usr/local/php83/sockets/webapps.sock;\n\t}\n}\n",
+    );
+    let cust = "# old tuning\nlocation ~ \\.php$ {\n\tinclude /etc/nginx/fastcgi_params;\n\tfastcgi_pass unix:/usr/local/php82/sockets/|USER|.sock;\n}\n";
+    write(root, &format!("{U}/alice/domains/a.test.cust_nginx"), cust);
+    let inlined = cust.replace("|USER|", "alice");
+    let conf = server_block("a.test www.a.test", "alice", &inlined, false)
+        + &server_block("a.test www.a.test", "alice", &inlined, true);
+    user(root, "alice", &["a.test"], &conf, "83");
+    user(root, "bob", &["b.test"], &server_block("b.test www.b.test", "bob", "", false), "83");
+}
+
+fn run(root: &Path, scope: Scope, probe: bool) -> Report {
+    let mut cfg = Config::load(None, Some(root)).unwrap();
+    cfg.no_probe = !probe;
+    cfg.probe.timeout_ms = 300;
+    scan(&cfg, &scope).unwrap()
+}
+
+fn bind(root: &Path, sock: &str) -> UnixListener {
+    let p = root.join(sock.trim_start_matches('/'));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    let l = UnixListener::bind(&p).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
+    l
+}
+
+/// Answers FCGI_GET_VALUES like PHP-FPM does (enough for the probe).
+fn serve_fcgi(l: UnixListener) {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut hdr = [0u8; 8];
+            if c.read_exact(&mut hdr).is_err() {
+                continue;
+            }
+            let mut body = vec![0u8; u16::from_be_bytes([hdr[4], hdr[5]]) as usize + hdr[6] as usize];
+            let _ = c.read_exact(&mut body);
+            let pair = [&[15u8, 1][..], b"FCGI_MPXS_CONNS", b"0"].concat();
+            let mut rec = vec![1u8, 10, 0, 0, 0, pair.len() as u8, 0, 0];
+            rec.extend_from_slice(&pair);
+            let _ = c.write_all(&rec);
+        }
+    });
+}
+
+#[test]
+fn stale_cust_nginx_is_attributed_to_the_custom_layer_once() {
+    let t = tempfile::tempdir().unwrap();
+    base_tree(t.path());
+    for s in ["alice", "bob", "webapps"] {
+        serve_fcgi(bind(t.path(), &format!("/usr/local/php83/sockets/{s}.sock")));
+    }
+    let r = run(t.path(), Scope::default(), true);
+    let drift: Vec<_> = r.findings.iter().filter(|f| f.check == "socket-drift").collect();
+    assert_eq!(drift.len(), 1, "{:#?}", r.findings);
+    let f = drift[0];
+    assert_eq!(f.domain.as_deref(), Some("a.test"));
+    assert_eq!(f.file.as_deref(), Some(&*format!("{U}/alice/domains/a.test.cust_nginx")));
+    assert_eq!(f.line, Some(4));
+    assert_eq!(f.text.as_deref(), Some("fastcgi_pass unix:/usr/local/php82/sockets/|USER|.sock;"));
+    assert_eq!(f.layer, Some("custom"));
+    assert_eq!(f.socket.as_deref(), Some("/usr/local/php82/sockets/alice.sock"));
+    assert_eq!(f.socket_state, Some("missing"));
+    assert_eq!(f.expected_socket.as_deref(), Some("/usr/local/php83/sockets/alice.sock"));
+    assert_eq!(f.generated_copies.len(), 2, "port 80 and 443 copies");
+    assert_eq!(r.verdict, "critical");
+    let st = |d: &str| r.domains.iter().find(|x| x.domain == d).unwrap().status;
+    assert_eq!(st("a.test"), "drift");
+    assert_eq!(st("b.test"), "ok");
+}
+
+#[test]
+fn healthy_server_is_ok_and_exit_zero() {
+    let t = tempfile::tempdir().unwrap();
+    base_tree(t.path());
+    std::fs::remove_file(t.path().join(format!("{U}/alice/domains/a.test.cust_nginx").trim_start_matches('/'))).unwrap();
+    let conf = server_block("a.test www.a.test", "alice", "", false);
+    write(t.path(), &format!("{U}/alice/nginx.conf"), &conf);
+    for s in ["alice", "bob", "webapps"] {
+        serve_fcgi(bind(t.path(), &format!("/usr/local/php83/sockets/{s}.sock")));
+    }
+    let r = run(t.path(), Scope::default(), true);
+    assert!(r.findings.is_empty(), "{:#?}", r.findings);
+    assert_eq!(r.verdict, "ok");
+    assert_eq!(r.exit_code(), 0);
+}
+
+#[test]
+fn stale_socket_file_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    base_tree(t.path());
+    for s in ["alice", "bob", "webapps"] {
+        serve_fcgi(bind(t.path(), &format!("/usr/local/php83/sockets/{s}.sock")));
+    }
+    drop(bind(t.path(), "/usr/local/php82/sockets/alice.sock"));
+    let r = run(t.path(), Scope::default(), true);
+    let f = r.findings.iter().find(|f| f.check == "socket-drift").unwrap();
+    assert_eq!(f.socket_state, Some("refused"));
+}
+
+#[test]
+fn user_scope_reads_only_that_user() {
+    let t = tempfile::tempdir().unwrap();
+    base_tree(t.path());
+    // A broken file of another user must not matter to a --user bob scan.
+    write(t.path(), &format!("{U}/alice/nginx.conf"), "server { include /nope/missing.conf; ");
+    let r = run(t.path(), Scope { user: Some("bob".into()), domain: None }, false);
+    assert!(r.domains.iter().all(|d| d.user == "bob"));
+    assert!(r.findings.is_empty(), "{:#?}", r.findings);
+    let r = run(t.path(), Scope { user: None, domain: Some("a.test".into()) }, false);
+    assert!(r.domains.iter().all(|d| d.domain == "a.test"));
+    assert!(!r.findings.is_empty());
+}
+
+#[test]
+fn unreadable_or_broken_config_is_unknown_not_healthy() {
+    let t = tempfile::tempdir().unwrap();
+    base_tree(t.path());
+    write(t.path(), &format!("{U}/bob/nginx.conf"), "server { include /etc/nginx/absent.conf; server_name b.test;\n");
+    let r = run(t.path(), Scope { user: Some("bob".into()), domain: None }, false);
+    assert!(r.findings.iter().any(|f| f.check == "unknown"), "{:#?}", r.findings);
+    assert_eq!(r.domains[0].status, "unknown");
+    assert_eq!(r.verdict, "unknown");
+    assert_eq!(r.exit_code(), 3);
+}
+
+#[test]
+fn missing_options_conf_is_unknown() {
+    let t = tempfile::tempdir().unwrap();
+    base_tree(t.path());
+    std::fs::remove_file(t.path().join("usr/local/directadmin/custombuild/options.conf")).unwrap();
+    let r = run(t.path(), Scope::default(), false);
+    assert!(r.findings.iter().any(|f| f.check == "unknown" && f.message.contains("options.conf")));
+    assert!(r.domains.iter().all(|d| d.status == "unknown"), "{:#?}", r.domains);
+}
+
+#[test]
+fn upstream_and_set_variables_are_resolved_map_is_unknown() {
+    let t = tempfile::tempdir().unwrap();
+    base_tree(t.path());
+    write(
+        t.path(),
+        "/etc/nginx/nginx.conf",
+        "user nginx;\nhttp {\n\tupstream php_bob { server unix:/usr/local/php82/sockets/bob.sock; }\n\
+\tmap $host $dyn { default unix:/x.sock; }\n\tinclude /etc/nginx/directadmin-vhosts.conf;\n}\n",
+    );
+    let conf = "server {\n\tserver_name b.test;\n\tset $sock unix:/usr/local/php82/sockets/bob.sock;\n\
+\tlocation /a/ { fastcgi_pass php_bob; }\n\tlocation /b/ { fastcgi_pass $sock; }\n\tlocation /c/ { fastcgi_pass $dyn; }\n}\n";
+    write(t.path(), &format!("{U}/bob/nginx.conf"), conf);
+    let r = run(t.path(), Scope { user: Some("bob".into()), domain: None }, false);
+    let socks: Vec<_> = r.findings.iter().map(|f| (f.socket.clone().unwrap_or_default(), f.severity)).collect();
+    assert!(socks.iter().filter(|(s, _)| s == "/usr/local/php82/sockets/bob.sock").count() == 2, "{socks:?}");
+    assert!(r.findings.iter().any(|f| f.severity == fpm_doctor::checks::Severity::Unknown && f.message.contains("$dyn")));
+}
+
+#[test]
+fn custom_template_and_overlay_layers() {
+    let t = tempfile::tempdir().unwrap();
+    base_tree(t.path());
+    // A custom template hard-codes 8.2 for every user; DA inlined it for bob.
+    write(
+        t.path(),
+        "/usr/local/directadmin/data/templates/custom/nginx_server.conf",
+        "server {\n|CUSTOM|\n\tserver_name |DOMAIN|;\n\tlocation ~ \\.php$ {\n\t\tfastcgi_pass unix:/usr/local/php|PHP2_RELEASE|/sockets/|USER|.sock;\n\t\tfastcgi_pass unix:/usr/local/php82/sockets/|USER|.sock;\n\t}\n}\n",
+    );
+    write(
+        t.path(),
+        &format!("{U}/bob/nginx.conf"),
+        "server {\n\tserver_name b.test;\n\tlocation ~ \\.php$ {\n\t\tfastcgi_pass unix:/usr/local/php82/sockets/bob.sock;\n\t}\n}\n",
+    );
+    // An overlay copied over /etc/nginx/webapps.conf with the old webapps socket.
+    let stale_webapps = "location ^~ /phpMyAdmin {\n\tlocation ~ \\.php$ {\n\t\tfastcgi_pass unix:/usr/local/php82/sockets/webapps.sock;\n\t}\n}\n";
+    write(t.path(), "/usr/local/directadmin/custombuild/custom/nginx/conf/webapps.conf", stale_webapps);
+    write(t.path(), "/etc/nginx/webapps.conf", stale_webapps);
+    let r = run(t.path(), Scope::default(), true);
+    let bob = r.findings.iter().find(|f| f.domain.as_deref() == Some("b.test") && f.layer == Some("template")).unwrap();
+    assert_eq!(bob.line, Some(6));
+    assert!(bob.file.as_deref().unwrap().ends_with("templates/custom/nginx_server.conf"));
+    let ov: Vec<_> = r.findings.iter().filter(|f| f.layer == Some("overlay")).collect();
+    assert!(!ov.is_empty(), "{:#?}", r.findings);
+    assert!(ov.iter().all(|f| f.file.as_deref().unwrap().ends_with("custom/nginx/conf/webapps.conf")));
+    assert!(ov.iter().all(|f| f.expected_socket.as_deref() == Some("/usr/local/php83/sockets/webapps.sock")));
+}
+
+#[test]
+fn subdomain_alias_and_disabled_slot() {
+    let t = tempfile::tempdir().unwrap();
+    base_tree(t.path());
+    write(t.path(), &format!("{U}/bob/domains/b.test.subdomains"), "shop\n");
+    write(t.path(), &format!("{U}/bob/domains/b.test.pointers"), "b-alias.test=type=alias\n");
+    write(t.path(), &format!("{U}/bob/domains/b.test.conf"), "domain=b.test\nphp1_select=2\n");
+    let conf = server_block("b.test www.b.test b-alias.test", "bob", "", false) + &server_block("shop.b.test", "bob", "", false);
+    write(t.path(), &format!("{U}/bob/nginx.conf"), &conf);
+    let r = run(t.path(), Scope { user: Some("bob".into()), domain: None }, false);
+    let names: Vec<_> = r.domains.iter().map(|d| d.domain.as_str()).collect();
+    assert_eq!(names, vec!["b.test", "shop.b.test"]);
+    assert_eq!(r.domains[1].parent.as_deref(), Some("b.test"));
+    let f = r.findings.iter().find(|f| f.message.contains("disabled")).unwrap();
+    assert_eq!(f.line, Some(2));
+    assert_eq!(f.text.as_deref(), Some("php1_select=2"));
+}
+
+#[test]
+fn apache_mode_reads_httpd_and_cust_httpd() {
+    let t = tempfile::tempdir().unwrap();
+    base_tree(t.path());
+    write(
+        t.path(),
+        "/usr/local/directadmin/custombuild/options.conf",
+        "webserver=apache\nphp1_release=8.3\nphp1_mode=php-fpm\n",
+    );
+    let handler = "\t\tAddHandler \"proxy:unix:/usr/local/php82/sockets/bob.sock|fcgi://localhost\" .php\n";
+    write(t.path(), &format!("{U}/bob/domains/b.test.cust_httpd"), &format!("<FilesMatch \\.php$>\n{}</FilesMatch>\n", handler.replace("bob.sock", "|USER|.sock")));
+    write(
+        t.path(),
+        &format!("{U}/bob/httpd.conf"),
+        &format!("<VirtualHost 1.2.3.4:80>\n\tServerName www.b.test\n\tServerAlias b.test\n\t<FilesMatch \\.php$>\n{handler}\t</FilesMatch>\n</VirtualHost>\n"),
+    );
+    let r = run(t.path(), Scope { user: Some("bob".into()), domain: None }, false);
+    let f = r.findings.iter().find(|f| f.check == "socket-drift").expect("finding");
+    assert_eq!(f.layer, Some("custom"));
+    assert!(f.file.as_deref().unwrap().ends_with("b.test.cust_httpd"));
+    assert_eq!(f.line, Some(2));
+}
