@@ -18,21 +18,49 @@ const U: &str = "/usr/local/directadmin/data/users";
 fn crlf_and_non_utf8_account_files() {
     let t = tempfile::tempdir().unwrap();
     let r = t.path();
-    write(r, &format!("{U}/alice/user.conf"), b"creator=resel\r\nusertype=user\r\n");
-    write(r, &format!("{U}/alice/domains.list"), b"a.test\r\n\xff\xfe.test\r\n\r\n");
-    write(r, &format!("{U}/alice/domains/a.test.conf"), b"domain=a.test\r\nphp1_select=2\r\nnginx=1\r\n");
-    write(r, &format!("{U}/alice/domains/a.test.subdomains"), b"shop\r\n../evil\r\n");
-    write(r, &format!("{U}/alice/domains/a.test.pointers"), b"b.test=type=alias\r\n");
+    write(
+        r,
+        &format!("{U}/alice/user.conf"),
+        b"creator=resel\r\nusertype=user\r\n",
+    );
+    write(
+        r,
+        &format!("{U}/alice/domains.list"),
+        b"a.test\r\n\xff\xfe.test\r\n\r\n",
+    );
+    write(
+        r,
+        &format!("{U}/alice/domains/a.test.conf"),
+        b"domain=a.test\r\nphp1_select=2\r\nnginx=1\r\n",
+    );
+    write(
+        r,
+        &format!("{U}/alice/domains/a.test.subdomains"),
+        b"shop\r\n../evil\r\n",
+    );
+    write(
+        r,
+        &format!("{U}/alice/domains/a.test.pointers"),
+        b"b.test=type=alias\r\n",
+    );
     let cfg = Config::load(None, Some(r)).unwrap();
     let fs = Fs::new(&cfg);
     let mut unknowns = vec![];
     let u = da::read_user(&fs, "alice", None, &mut unknowns);
     assert_eq!(u.creator.as_deref(), Some("resel"));
-    assert_eq!(u.domains.len(), 1, "the non-UTF-8 name is refused, not used as a path");
+    assert_eq!(
+        u.domains.len(),
+        1,
+        "the non-UTF-8 name is refused, not used as a path"
+    );
     let d = &u.domains[0];
     assert_eq!(d.php_select.as_ref().map(|(n, _)| *n), Some(2));
     assert!(d.nginx_only);
-    assert_eq!(d.subdomains, vec!["shop"], "path tricks in subdomains are dropped");
+    assert_eq!(
+        d.subdomains,
+        vec!["shop"],
+        "path tricks in subdomains are dropped"
+    );
     assert_eq!(d.aliases, vec!["b.test"]);
     assert!(unknowns.iter().any(|u| u.reason.contains("invalid domain name")));
 }
@@ -47,12 +75,17 @@ fn empty_and_missing_files_are_reported() {
     let mut unknowns = vec![];
     let u = da::read_user(&fs, "bob", None, &mut unknowns);
     assert!(u.domains.is_empty());
-    assert!(unknowns.iter().any(|u| u.file.ends_with("domains.list") && u.reason.contains("missing")));
+    assert!(unknowns
+        .iter()
+        .any(|u| u.file.ends_with("domains.list") && u.reason.contains("missing")));
     write(r, &format!("{U}/bob/domains.list"), b"b.test\n");
     let mut unknowns = vec![];
     let u = da::read_user(&fs, "bob", None, &mut unknowns);
     assert_eq!(u.domains.len(), 1);
-    assert!(unknowns.iter().any(|u| u.file.ends_with("b.test.conf")), "{unknowns:?}");
+    assert!(
+        unknowns.iter().any(|u| u.file.ends_with("b.test.conf")),
+        "{unknowns:?}"
+    );
 }
 
 #[test]
@@ -83,7 +116,12 @@ fn unreadable_file_is_unknown_not_absent() {
     let fs = Fs::new(&cfg);
     let mut unknowns = vec![];
     let _ = da::read_user(&fs, "carol", None, &mut unknowns);
-    assert!(unknowns.iter().any(|u| u.file.ends_with("domains.list") && u.reason.contains("cannot read")), "{unknowns:?}");
+    assert!(
+        unknowns
+            .iter()
+            .any(|u| u.file.ends_with("domains.list") && u.reason.contains("cannot read")),
+        "{unknowns:?}"
+    );
 }
 
 #[test]
@@ -93,4 +131,28 @@ fn scoped_user_must_exist_and_be_a_plain_name() {
     let fs = Fs::new(&cfg);
     assert!(da::list_users(&fs, Some("../../etc")).is_err());
     assert!(da::list_users(&fs, Some("nobody")).is_err());
+}
+
+#[test]
+fn symlinks_in_a_root_copy_resolve_inside_it() {
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path();
+    write(r, "/etc/secret", b"inside-the-copy\n");
+    std::fs::create_dir_all(r.join("usr/local/directadmin/data/users/eve")).unwrap();
+    std::os::unix::fs::symlink(
+        "/etc/secret",
+        r.join("usr/local/directadmin/data/users/eve/nginx.conf"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        "../../../../../../../../etc/hostname",
+        r.join("usr/local/directadmin/data/users/eve/up"),
+    )
+    .unwrap();
+    let cfg = Config::load(None, Some(r)).unwrap();
+    let fs = Fs::new(&cfg);
+    let got = fs.read(&format!("{U}/eve/nginx.conf")).unwrap().unwrap();
+    assert_eq!(got, b"inside-the-copy\n", "an absolute link is re-rooted");
+    // `..` cannot climb out of the root: /etc/hostname of the copy does not exist.
+    assert_eq!(fs.read(&format!("{U}/eve/up")).unwrap(), None);
 }

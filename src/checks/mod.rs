@@ -124,12 +124,19 @@ pub fn analyse(server: &Server) -> Analysis {
         f.line = u.line;
         findings.push(f);
     }
-    Analysis { findings, domains: drift.domains }
+    Analysis {
+        findings,
+        domains: drift.domains,
+    }
 }
 
 /// `ok|warning|critical|unknown`: a definite problem outranks an unknown.
 pub fn verdict(findings: &[Finding]) -> &'static str {
-    let worst = findings.iter().map(|f| f.severity).filter(|s| *s != Severity::Info).max();
+    let worst = findings
+        .iter()
+        .map(|f| f.severity)
+        .filter(|s| *s != Severity::Info)
+        .max();
     match worst {
         None => "ok",
         Some(Severity::Critical) => "critical",

@@ -71,7 +71,13 @@ fn describe(state: SocketState) -> &'static str {
 }
 
 /// Judges one handler; `None` when it is healthy.
-fn judge(server: &Server, h: &Handler, expected: Option<&str>, user: Option<&str>, domain: &str) -> Option<Finding> {
+fn judge(
+    server: &Server,
+    h: &Handler,
+    expected: Option<&str>,
+    user: Option<&str>,
+    domain: &str,
+) -> Option<Finding> {
     let mut f = Finding::new(ID, Severity::Info, String::new());
     f.user = user.map(str::to_string);
     f.domain = Some(domain.to_string());
@@ -84,7 +90,11 @@ fn judge(server: &Server, h: &Handler, expected: Option<&str>, user: Option<&str
     f.generated_copies = h
         .generated_copies
         .iter()
-        .map(|l| Evidence { file: l.file.clone(), line: l.line, text: l.text.clone() })
+        .map(|l| Evidence {
+            file: l.file.clone(),
+            line: l.line,
+            text: l.text.clone(),
+        })
         .collect();
     let ep = match &h.target {
         Target::Unresolved(why) => {
@@ -127,7 +137,10 @@ and would 502 if the earlier one went away",
             Some(_) => "; it is the expected socket: is PHP-FPM running for this version?".into(),
             None => String::new(),
         };
-        f.message = format!("PHP requests for {domain} go to {sock}, which {}: nginx answers 502{want}", describe(state));
+        f.message = format!(
+            "PHP requests for {domain} go to {sock}, which {}: nginx answers 502{want}",
+            describe(state)
+        );
         return Some(f);
     }
     if matches || expected.is_none() {
@@ -141,7 +154,10 @@ fine if deliberate, drift if left over",
             expected.unwrap_or_default()
         )
     } else {
-        format!("{domain} is served through {sock} (not probed), not the expected {}", expected.unwrap_or_default())
+        format!(
+            "{domain} is served through {sock} (not probed), not the expected {}",
+            expected.unwrap_or_default()
+        )
     };
     Some(f)
 }
@@ -150,12 +166,19 @@ fn handlers(vhosts: &[Vhost]) -> impl Iterator<Item = &Handler> {
     vhosts.iter().flat_map(|v| v.handlers.iter())
 }
 
+/// Findings about the same text: domain, file, span, socket.
+type MergeKey = (
+    Option<String>,
+    Option<String>,
+    Option<(usize, usize)>,
+    Option<String>,
+);
+
 /// Merges findings about the same source text (a `.cust_nginx` inlined in the
 /// port-80 and the 443 server block is one finding with two copies).
 fn merge(findings: Vec<Finding>) -> Vec<Finding> {
     let mut out: Vec<Finding> = Vec::new();
-    let mut index: HashMap<(Option<String>, Option<String>, Option<(usize, usize)>, Option<String>), usize> =
-        HashMap::new();
+    let mut index: HashMap<MergeKey, usize> = HashMap::new();
     for f in findings {
         let key = (f.domain.clone(), f.file.clone(), f.span, f.socket.clone());
         match index.get(&key) {
@@ -192,7 +215,10 @@ fn domain_row(server: &Server, u: &User, d: &Domain, findings: &mut Vec<Finding>
         status: "ok",
         expected_basis: exp.basis.clone(),
     };
-    let applicable = matches!(server.webserver.as_deref(), None | Some("nginx") | Some("nginx_apache") | Some("apache"));
+    let applicable = matches!(
+        server.webserver.as_deref(),
+        None | Some("nginx") | Some("nginx_apache") | Some("apache")
+    );
     if !applicable {
         row.status = "not_applicable";
         return row;
@@ -230,7 +256,10 @@ DirectAdmin has no PHP-FPM to send it to",
             let mut f = Finding::new(
                 ID,
                 Severity::Critical,
-                format!("{} selects PHP slot {}, which options.conf does not define", d.name, exp.slot),
+                format!(
+                    "{} selects PHP slot {}, which options.conf does not define",
+                    d.name, exp.slot
+                ),
             );
             f.user = Some(u.name.clone());
             f.domain = Some(d.name.clone());
@@ -247,7 +276,11 @@ DirectAdmin has no PHP-FPM to send it to",
     let mut any_handler = false;
     for h in handlers(&d.vhosts) {
         any_handler = true;
-        let expected = if h.webapps { webapps.as_deref() } else { exp.socket.as_deref() };
+        let expected = if h.webapps {
+            webapps.as_deref()
+        } else {
+            exp.socket.as_deref()
+        };
         if let Some(f) = judge(server, h, expected, Some(&u.name), &d.name) {
             findings.push(f);
         }
@@ -257,20 +290,28 @@ DirectAdmin has no PHP-FPM to send it to",
         let mut f = Finding::new(
             "unknown",
             Severity::Unknown,
-            format!("no PHP handler serves {}: no server block with a fastcgi_pass was found for it", d.name),
+            format!(
+                "no PHP handler serves {}: no server block with a fastcgi_pass was found for it",
+                d.name
+            ),
         );
         f.user = Some(u.name.clone());
         f.domain = Some(d.name.clone());
         findings.push(f);
     }
     let mine = &findings[start..];
-    let user_unknown = server
-        .unknowns
+    let user_unknown = server.unknowns.iter().any(|x| {
+        x.user.as_deref() == Some(&u.name) && (x.domain.is_none() || x.domain.as_deref() == Some(&d.name))
+    });
+    row.status = if mine
         .iter()
-        .any(|x| x.user.as_deref() == Some(&u.name) && (x.domain.is_none() || x.domain.as_deref() == Some(&d.name)));
-    row.status = if mine.iter().any(|f| f.check == ID && f.severity >= Severity::Warning) {
+        .any(|f| f.check == ID && f.severity >= Severity::Warning)
+    {
         "drift"
-    } else if exp.socket.is_none() && exp.release.is_none() || user_unknown || mine.iter().any(|f| f.severity == Severity::Unknown) {
+    } else if exp.socket.is_none() && exp.release.is_none()
+        || user_unknown
+        || mine.iter().any(|f| f.severity == Severity::Unknown)
+    {
         "unknown"
     } else {
         "ok"
@@ -288,8 +329,13 @@ pub fn run(server: &Server) -> Output {
         }
         for h in handlers(&u.stray_vhosts) {
             let exp = expected_socket(&server.php, &u.pools, &u.name, None);
-            let name = u.stray_vhosts.iter().find(|v| v.handlers.iter().any(|x| std::ptr::eq(x, h)));
-            let dn = name.and_then(|v| v.server_names.first().cloned()).unwrap_or_default();
+            let name = u
+                .stray_vhosts
+                .iter()
+                .find(|v| v.handlers.iter().any(|x| std::ptr::eq(x, h)));
+            let dn = name
+                .and_then(|v| v.server_names.first().cloned())
+                .unwrap_or_default();
             if let Some(f) = judge(server, h, exp.socket.as_deref(), Some(&u.name), &dn) {
                 findings.push(f);
             }
@@ -297,7 +343,11 @@ pub fn run(server: &Server) -> Output {
     }
     let webapps = expected_webapps_socket(&server.php);
     for v in &server.global_vhosts {
-        let name = v.server_names.first().cloned().unwrap_or_else(|| "(default server)".into());
+        let name = v
+            .server_names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "(default server)".into());
         for h in &v.handlers {
             let expected = if h.webapps { webapps.as_deref() } else { None };
             if let Some(f) = judge(server, h, expected, None, &name) {
@@ -305,7 +355,10 @@ pub fn run(server: &Server) -> Output {
             }
         }
     }
-    Output { findings: merge(findings), domains }
+    Output {
+        findings: merge(findings),
+        domains,
+    }
 }
 
 #[cfg(test)]

@@ -49,7 +49,8 @@ pub fn handlers(file: &str, src: &[u8]) -> Vec<ApacheHandler> {
                 at: Location {
                     file: file.to_string(),
                     line: (i + 1) as u32,
-                    text: String::from_utf8_lossy(&line[trimmed_start..text_end.max(trimmed_start)]).into_owned(),
+                    text: String::from_utf8_lossy(&line[trimmed_start..text_end.max(trimmed_start)])
+                        .into_owned(),
                     start: start + trimmed_start,
                     end: start + text_end.max(trimmed_start),
                 },
@@ -77,7 +78,12 @@ pub fn vhosts(file: &str, src: &[u8]) -> Vec<ApacheVhost> {
         let lower = line.to_ascii_lowercase();
         if lower.starts_with("<virtualhost") {
             let https = line.contains(":443") || line.contains(":8081");
-            current = Some(ApacheVhost { server_names: vec![], https, line: n, handlers: vec![] });
+            current = Some(ApacheVhost {
+                server_names: vec![],
+                https,
+                line: n,
+                handlers: vec![],
+            });
         } else if lower.starts_with("</virtualhost") {
             if let Some(v) = current.take() {
                 out.push(v);
@@ -85,10 +91,12 @@ pub fn vhosts(file: &str, src: &[u8]) -> Vec<ApacheVhost> {
         } else if let Some(v) = current.as_mut() {
             let mut words = line.split_whitespace();
             match words.next().map(|w| w.to_ascii_lowercase()) {
-                Some(k) if k == "servername" || k == "serveralias" => {
-                    v.server_names.extend(words.map(|w| w.trim_matches('"').to_string()))
+                Some(k) if k == "servername" || k == "serveralias" => v
+                    .server_names
+                    .extend(words.map(|w| w.trim_matches('"').to_string())),
+                Some(k) if k == "sslengine" => {
+                    v.https |= words.next().is_some_and(|w| w.eq_ignore_ascii_case("on"))
                 }
-                Some(k) if k == "sslengine" => v.https |= words.next().is_some_and(|w| w.eq_ignore_ascii_case("on")),
                 _ => {}
             }
         }
@@ -139,6 +147,9 @@ mod tests {
         let v = vhosts("/c", b"<FilesMatch \\.php$>\r\nSetHandler \"proxy:unix:/x.sock|fcgi://localhost\"\r\n</FilesMatch>\r\n");
         assert_eq!(v.len(), 1);
         assert!(v[0].server_names.is_empty());
-        assert_eq!(v[0].handlers[0].at.text, "SetHandler \"proxy:unix:/x.sock|fcgi://localhost\"");
+        assert_eq!(
+            v[0].handlers[0].at.text,
+            "SetHandler \"proxy:unix:/x.sock|fcgi://localhost\""
+        );
     }
 }

@@ -16,12 +16,26 @@ pub fn parse_options(src: &[u8], php_prefix: impl Fn(&str) -> String) -> Options
     let val = |k: &str| kv::get(&lines, k).map(|l| l.value.trim().to_string());
     let mut php = Vec::new();
     for slot in 1..=4u8 {
-        let Some(release) = val(&format!("php{slot}_release")) else { continue };
+        let Some(release) = val(&format!("php{slot}_release")) else {
+            continue;
+        };
         let mode = val(&format!("php{slot}_mode")).unwrap_or_default();
-        let prefix = if release == "no" || release.is_empty() { String::new() } else { php_prefix(&release) };
-        php.push(PhpSlot { slot, release, mode, prefix });
+        let prefix = if release == "no" || release.is_empty() {
+            String::new()
+        } else {
+            php_prefix(&release)
+        };
+        php.push(PhpSlot {
+            slot,
+            release,
+            mode,
+            prefix,
+        });
     }
-    Options { webserver: val("webserver"), php }
+    Options {
+        webserver: val("webserver"),
+        php,
+    }
 }
 
 /// A customisation file of a domain, read as bytes.
@@ -77,10 +91,17 @@ pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && !s.starts_with('.')
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
 }
 
-fn read_opt(fs: &Fs, path: &str, user: &str, domain: Option<&str>, unknowns: &mut Vec<Unknown>) -> Option<Vec<u8>> {
+fn read_opt(
+    fs: &Fs,
+    path: &str,
+    user: &str,
+    domain: Option<&str>,
+    unknowns: &mut Vec<Unknown>,
+) -> Option<Vec<u8>> {
     match fs.read(path) {
         Ok(b) => b,
         Err(reason) => {
@@ -100,7 +121,11 @@ fn read_opt(fs: &Fs, path: &str, user: &str, domain: Option<&str>, unknowns: &mu
 /// pointers, `.cust_*` files, and the user's FPM pools.
 pub fn read_user(fs: &Fs, name: &str, only_domain: Option<&str>, unknowns: &mut Vec<Unknown>) -> DaUser {
     let dir = join(&fs.cfg.paths.users_dir, name);
-    let mut user = DaUser { name: name.to_string(), dir: dir.clone(), ..Default::default() };
+    let mut user = DaUser {
+        name: name.to_string(),
+        dir: dir.clone(),
+        ..Default::default()
+    };
     if let Some(src) = read_opt(fs, &join(&dir, "user.conf"), name, None, unknowns) {
         let l = kv::parse(&src);
         user.creator = kv::get(&l, "creator").map(|l| l.value.trim().to_string());
@@ -146,15 +171,21 @@ pub fn read_user(fs: &Fs, name: &str, only_domain: Option<&str>, unknowns: &mut 
 fn read_domain(fs: &Fs, user: &str, ddir: &str, d: &str, unknowns: &mut Vec<Unknown>) -> DaDomain {
     let base = join(ddir, d);
     let conf_file = format!("{base}.conf");
-    let mut dom = DaDomain { name: d.to_string(), conf_file: conf_file.clone(), ..Default::default() };
+    let mut dom = DaDomain {
+        name: d.to_string(),
+        conf_file: conf_file.clone(),
+        ..Default::default()
+    };
     match read_opt(fs, &conf_file, user, Some(d), unknowns) {
         Some(src) => {
             let l = kv::parse(&src);
             if let Some(sel) = kv::get(&l, "php1_select") {
                 match sel.value.trim().parse::<u8>() {
                     Ok(n) => {
-                        let text = String::from_utf8_lossy(&src[sel.value_start - "php1_select=".len()..sel.value_end])
-                            .into_owned();
+                        let text = String::from_utf8_lossy(
+                            &src[sel.value_start - "php1_select=".len()..sel.value_end],
+                        )
+                        .into_owned();
                         dom.php_select = Some((
                             n,
                             Location {
@@ -229,7 +260,9 @@ fn read_pools(fs: &Fs, user: &str, php_dir: &str, unknowns: &mut Vec<Unknown>) -
     };
     let mut pools = Vec::new();
     for n in names {
-        let Some(digits) = fpm::version_of_pool_file(&n) else { continue };
+        let Some(digits) = fpm::version_of_pool_file(&n) else {
+            continue;
+        };
         let path = join(php_dir, &n);
         if let Some(src) = read_opt(fs, &path, user, None, unknowns) {
             pools.extend(fpm::parse(&path, &digits, &src).pools);

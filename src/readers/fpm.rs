@@ -13,7 +13,9 @@ pub struct FpmConf {
 
 fn unquote(v: &str) -> String {
     let v = v.trim();
-    if v.len() >= 2 && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\''))) {
+    if v.len() >= 2
+        && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\'')))
+    {
         v[1..v.len() - 1].to_string()
     } else {
         v.to_string()
@@ -50,7 +52,9 @@ pub fn parse(file: &str, version_digits: &str, src: &[u8]) -> FpmConf {
             }
             continue;
         }
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         let (k, v) = (k.trim().to_string(), unquote(v));
         match current.as_mut() {
             Some(p) => match k.as_str() {
@@ -81,7 +85,8 @@ mod tests {
 
     #[test]
     fn parses_da_user_pool() {
-        let src = b"[alice]\r\nuser = alice\nlisten = /usr/local/php83/sockets/alice.sock\nlisten.owner = alice\n\
+        let src =
+            b"[alice]\r\nuser = alice\nlisten = /usr/local/php83/sockets/alice.sock\nlisten.owner = alice\n\
 listen.group = nginx\nlisten.mode = 660\n; comment\npm = ondemand\npm.max_children = 10\n";
         let c = parse("/x/php-fpm83.conf", "83", src);
         assert_eq!(c.pools.len(), 1);
@@ -99,7 +104,10 @@ listen.group = nginx\nlisten.mode = 660\n; comment\npm = ondemand\npm.max_childr
         let c = parse("f", "83", src);
         assert_eq!(c.global[0], ("pid".into(), "/run/php-fpm83.pid".into()));
         assert_eq!(c.pools.len(), 2);
-        assert_eq!(c.pools[0].listen.as_deref(), Some("/usr/local/php83/sockets/webapps.sock"));
+        assert_eq!(
+            c.pools[0].listen.as_deref(),
+            Some("/usr/local/php83/sockets/webapps.sock")
+        );
         assert_eq!(c.pools[1].listen, None);
     }
 

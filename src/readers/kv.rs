@@ -19,7 +19,9 @@ pub fn parse(src: &[u8]) -> Vec<KvLine> {
         let start = pos;
         pos += raw.len() + 1;
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let Some(eq) = line.iter().position(|&b| b == b'=') else { continue };
+        let Some(eq) = line.iter().position(|&b| b == b'=') else {
+            continue;
+        };
         let key = String::from_utf8_lossy(&line[..eq]).trim().to_string();
         if key.is_empty() || key.starts_with('#') {
             continue;

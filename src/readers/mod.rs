@@ -24,11 +24,55 @@ impl<'c> Fs<'c> {
     /// `Ok(None)` when the file does not exist; `Err(reason)` when it exists
     /// but cannot be read (that is an *unknown*, never an absence).
     pub fn read(&self, server_path: &str) -> Result<Option<Vec<u8>>, String> {
-        match std::fs::read(self.cfg.host(server_path)) {
+        match self.read_raw(server_path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("cannot read {server_path}: {e}")),
         }
+    }
+
+    /// Opens a server path. Under `--root`, symlinks inside the copy resolve
+    /// inside it too (`openat2` with `RESOLVE_IN_ROOT`), so a link to
+    /// `/etc/shadow` in a customer's tree never reaches this machine's file.
+    pub fn open(&self, server_path: &str, directory: bool) -> std::io::Result<std::fs::File> {
+        use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let extra = if directory {
+            OFlag::O_DIRECTORY
+        } else {
+            OFlag::empty()
+        };
+        if self.cfg.is_live_root() {
+            let fd = nix::fcntl::open(
+                server_path,
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC | extra,
+                nix::sys::stat::Mode::empty(),
+            )?;
+            return Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+        let root = nix::fcntl::open(
+            &self.cfg.root,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        // SAFETY: `open` just returned this fd and nothing else owns it.
+        let root = unsafe { OwnedFd::from_raw_fd(root) };
+        let rel = server_path.trim_start_matches('/');
+        let rel = if rel.is_empty() { "." } else { rel };
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | extra)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let fd = openat2(std::os::fd::AsRawFd::as_raw_fd(&root), rel, how)?;
+        // SAFETY: a fresh fd from openat2.
+        Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn read_raw(&self, server_path: &str) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut f = self.open(server_path, false)?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        Ok(buf)
     }
 
     pub fn exists(&self, server_path: &str) -> bool {
@@ -39,8 +83,10 @@ impl<'c> Fs<'c> {
     pub fn list_dir(&self, server_path: &str) -> Result<Vec<String>, String> {
         match std::fs::read_dir(self.cfg.host(server_path)) {
             Ok(rd) => {
-                let mut v: Vec<String> =
-                    rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+                let mut v: Vec<String> = rd
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
                 v.sort();
                 Ok(v)
             }
@@ -56,14 +102,17 @@ impl<'c> Fs<'c> {
 
 impl crate::nginx::Source for Fs<'_> {
     fn read(&self, server_path: &str) -> std::io::Result<Vec<u8>> {
-        std::fs::read(self.cfg.host(server_path))
+        self.read_raw(server_path)
     }
 
     fn glob(&self, server_pattern: &str) -> std::io::Result<Vec<String>> {
         let host = self.cfg.host(server_pattern);
         let pattern = host.to_string_lossy();
         let paths = glob::glob(&pattern).map_err(|e| std::io::Error::new(ErrorKind::InvalidInput, e.msg))?;
-        let mut out: Vec<String> = paths.filter_map(|p| p.ok()).map(|p| self.cfg.server_path(&p)).collect();
+        let mut out: Vec<String> = paths
+            .filter_map(|p| p.ok())
+            .map(|p| self.cfg.server_path(&p))
+            .collect();
         out.sort();
         Ok(out)
     }
@@ -119,7 +168,10 @@ fn owner_of_domain(fs: &Fs, d: &str) -> Result<String, String> {
 /// invalid (unknown user or domain); unreadable files become `unknowns`.
 pub fn read_server(cfg: &crate::config::Config, scope: &Scope) -> Result<Server, String> {
     let fs = Fs::new(cfg);
-    let mut server = Server { scoped: scope.user.is_some() || scope.domain.is_some(), ..Default::default() };
+    let mut server = Server {
+        scoped: scope.user.is_some() || scope.domain.is_some(),
+        ..Default::default()
+    };
     match fs.read(&cfg.paths.options_conf) {
         Ok(Some(src)) => {
             let o = da::parse_options(&src, |r| cfg.paths.php_prefix_for(r));
@@ -162,15 +214,31 @@ pub fn read_server(cfg: &crate::config::Config, scope: &Scope) -> Result<Server,
         SharedLayers::default()
     };
     server.unknowns.extend(shared.unknowns.iter().cloned());
-    let global = if nginx_side { nginx::read_global(&fs) } else { nginx::GlobalNginx::default() };
+    let global = if nginx_side {
+        nginx::read_global(&fs)
+    } else {
+        nginx::GlobalNginx::default()
+    };
     server.unknowns.extend(global.unknowns.iter().cloned());
     server.nginx_worker_user = global.worker_user.clone();
     let etc_nginx = nginx_conf_dir(&cfg.paths.nginx_conf);
     // Global server blocks: hostname page and webapps outside user vhosts.
     if !server.scoped {
-        let tokens = Tokens { user: "", domain: "", slots: &server.php, expected_socket: "" };
+        let tokens = Tokens {
+            user: "",
+            domain: "",
+            slots: &server.php,
+            expected_socket: "",
+        };
         for rv in &global.vhosts {
-            server.global_vhosts.push(build_vhost(rv, &[], &shared, &tokens, &etc_nginx, &cfg.paths.users_dir));
+            server.global_vhosts.push(build_vhost(
+                rv,
+                &[],
+                &shared,
+                &tokens,
+                &etc_nginx,
+                &cfg.paths.users_dir,
+            ));
         }
     }
     let slots = server.php.clone();
@@ -179,7 +247,17 @@ pub fn read_server(cfg: &crate::config::Config, scope: &Scope) -> Result<Server,
         .map(|u| {
             let mut unknowns = Vec::new();
             let du = da::read_user(&fs, u, scope.domain.as_deref(), &mut unknowns);
-            let user = assemble_user(&fs, &du, &slots, &shared, &global, &etc_nginx, nginx_side, apache_side, &mut unknowns);
+            let user = assemble_user(
+                &fs,
+                &du,
+                &slots,
+                &shared,
+                &global,
+                &etc_nginx,
+                nginx_side,
+                apache_side,
+                &mut unknowns,
+            );
             (user, unknowns)
         })
         .collect();
@@ -200,7 +278,10 @@ fn read_shared_layers_for(fs: &Fs, reverse: bool) -> SharedLayers {
 }
 
 fn nginx_conf_dir(nginx_conf: &str) -> String {
-    nginx_conf.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default()
+    nginx_conf
+        .rsplit_once('/')
+        .map(|(d, _)| d.to_string())
+        .unwrap_or_default()
 }
 
 /// Attributes each handler of a raw server block to its source layer.
@@ -215,7 +296,9 @@ fn build_vhost(
     let mut handlers = Vec::new();
     for h in &rv.handlers {
         let in_etc = h.at.file.starts_with(&format!("{etc_nginx}/"));
-        let generated = h.at.file.starts_with(&format!("{}/", users_dir.trim_end_matches('/')));
+        let generated =
+            h.at.file
+                .starts_with(&format!("{}/", users_dir.trim_end_matches('/')));
         let is_php_include = h.at.file.ends_with("/nginx_php.conf");
         let mut candidates: Vec<&LayerFile> = Vec::new();
         if in_etc {
@@ -228,7 +311,11 @@ fn build_vhost(
             }
             candidates.extend(shared.templates.iter());
         }
-        let file_layer = if generated { Layer::Generated } else { Layer::Global };
+        let file_layer = if generated {
+            Layer::Generated
+        } else {
+            Layer::Global
+        };
         handlers.push(nginx::attribute(h, &candidates, tokens, file_layer));
     }
     Vhost {
@@ -251,13 +338,21 @@ fn names_of(d: &DaDomain) -> Vec<(String, Option<String>, Vec<String>)> {
     let mut out = vec![(d.name.clone(), None, main)];
     for s in &d.subdomains {
         let full = format!("{s}.{}", d.name);
-        out.push((full.clone(), Some(d.name.clone()), vec![full.clone(), format!("www.{full}")]));
+        out.push((
+            full.clone(),
+            Some(d.name.clone()),
+            vec![full.clone(), format!("www.{full}")],
+        ));
     }
     out
 }
 
 fn find_entry(entries: &[(Domain, usize, Vec<String>)], server_names: &[String]) -> Option<usize> {
-    server_names.iter().find_map(|sn| entries.iter().position(|(_, _, names)| names.iter().any(|n| n == sn)))
+    server_names.iter().find_map(|sn| {
+        entries
+            .iter()
+            .position(|(_, _, names)| names.iter().any(|n| n == sn))
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -302,7 +397,12 @@ fn assemble_user(
     let cust: Vec<(Option<LayerFile>, Option<LayerFile>)> = du
         .domains
         .iter()
-        .map(|d| (d.cust_nginx.as_ref().map(LayerFile::from_cust), d.cust_nginx_https.as_ref().map(LayerFile::from_cust)))
+        .map(|d| {
+            (
+                d.cust_nginx.as_ref().map(LayerFile::from_cust),
+                d.cust_nginx_https.as_ref().map(LayerFile::from_cust),
+            )
+        })
         .collect();
     let mut used: std::collections::HashSet<(String, usize)> = std::collections::HashSet::new();
     if nginx_side {
@@ -331,7 +431,14 @@ fn assemble_user(
                 slots,
                 expected_socket: exp.socket.as_deref().unwrap_or(""),
             };
-            let v = build_vhost(&rv, &cust_files, shared, &tokens, etc_nginx, &fs.cfg.paths.users_dir);
+            let v = build_vhost(
+                &rv,
+                &cust_files,
+                shared,
+                &tokens,
+                etc_nginx,
+                &fs.cfg.paths.users_dir,
+            );
             for h in &v.handlers {
                 if h.layer == Layer::Custom {
                     used.insert((h.source.file.clone(), h.source.start));
@@ -350,10 +457,15 @@ fn assemble_user(
                     .handlers
                     .iter()
                     .filter(|(_, loc, _)| !used.contains(&(loc.file.clone(), loc.start)))
-                    .map(|(arg, loc, location)| pending_handler(arg, loc, location.clone(), &du.name, d, slots, &du.pools))
+                    .map(|(arg, loc, location)| {
+                        pending_handler(arg, loc, location.clone(), &du.name, d, slots, &du.pools)
+                    })
                     .collect();
                 if !pending.is_empty() {
-                    if let Some(entry) = entries.iter_mut().find(|(dom, i, _)| *i == di && dom.parent.is_none()) {
+                    if let Some(entry) = entries
+                        .iter_mut()
+                        .find(|(dom, i, _)| *i == di && dom.parent.is_none())
+                    {
                         entry.0.vhosts.push(Vhost {
                             server_names: vec![d.name.clone()],
                             https: lf.parsed.path.ends_with("_https"),
@@ -384,11 +496,18 @@ fn pending_handler(
     pools: &[crate::model::Pool],
 ) -> Handler {
     let exp = expected_socket(slots, pools, user, d.php_select.as_ref().map(|(n, _)| *n));
-    let tokens = Tokens { user, domain: &d.name, slots, expected_socket: exp.socket.as_deref().unwrap_or("") };
+    let tokens = Tokens {
+        user,
+        domain: &d.name,
+        slots,
+        expected_socket: exp.socket.as_deref().unwrap_or(""),
+    };
     let expanded = nginx::expand_tokens(arg, &tokens).remove(0);
     let target = match Endpoint::parse_nginx(&expanded) {
         Some(ep) => Target::Endpoint(ep),
-        None => Target::Unresolved(format!("{expanded} is not a socket address (upstream or variable in a custom snippet)")),
+        None => Target::Unresolved(format!(
+            "{expanded} is not a socket address (upstream or variable in a custom snippet)"
+        )),
     };
     let webapps = expanded.ends_with("/webapps.sock");
     Handler {
@@ -427,7 +546,13 @@ fn apache_user(
             return;
         }
         Err(reason) => {
-            unknowns.push(Unknown { user: Some(du.name.clone()), domain: None, file: path, line: None, reason });
+            unknowns.push(Unknown {
+                user: Some(du.name.clone()),
+                domain: None,
+                file: path,
+                line: None,
+                reason,
+            });
             return;
         }
     };
@@ -435,7 +560,12 @@ fn apache_user(
     let cust: Vec<Vec<apache::ApacheHandler>> = du
         .domains
         .iter()
-        .map(|d| d.cust_httpd.as_ref().map(|c| apache::handlers(&c.path, &c.src)).unwrap_or_default())
+        .map(|d| {
+            d.cust_httpd
+                .as_ref()
+                .map(|c| apache::handlers(&c.path, &c.src))
+                .unwrap_or_default()
+        })
         .collect();
     for av in apache::vhosts(&path, &src) {
         let ei = find_entry(entries, &av.server_names);
@@ -456,9 +586,16 @@ fn apache_user(
                 let di = entries[ei].1;
                 let d = &du.domains[di];
                 let exp = expected_socket(slots, &du.pools, &du.name, d.php_select.as_ref().map(|(n, _)| *n));
-                let tokens =
-                    Tokens { user: &du.name, domain: &d.name, slots, expected_socket: exp.socket.as_deref().unwrap_or("") };
-                if let Some(c) = cust[di].iter().find(|c| nginx::expand_tokens(&c.socket, &tokens).contains(&h.socket)) {
+                let tokens = Tokens {
+                    user: &du.name,
+                    domain: &d.name,
+                    slots,
+                    expected_socket: exp.socket.as_deref().unwrap_or(""),
+                };
+                if let Some(c) = cust[di]
+                    .iter()
+                    .find(|c| nginx::expand_tokens(&c.socket, &tokens).contains(&h.socket))
+                {
                     used.insert((c.at.file.clone(), c.at.start));
                     handler.generated_copies = vec![h.at.clone()];
                     handler.source = c.at.clone();
@@ -497,7 +634,10 @@ fn apache_user(
             })
             .collect();
         if !pending.is_empty() {
-            if let Some(e) = entries.iter_mut().find(|(dom, i, _)| *i == di && dom.parent.is_none()) {
+            if let Some(e) = entries
+                .iter_mut()
+                .find(|(dom, i, _)| *i == di && dom.parent.is_none())
+            {
                 e.0.vhosts.push(Vhost {
                     server_names: vec![d.name.clone()],
                     https: false,

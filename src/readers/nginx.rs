@@ -106,11 +106,20 @@ pub fn read_global(fs: &Fs) -> GlobalNginx {
             return g;
         }
         Err(reason) => {
-            g.unknowns.push(Unknown { user: None, domain: None, file: paths.nginx_conf.clone(), line: None, reason });
+            g.unknowns.push(Unknown {
+                user: None,
+                domain: None,
+                file: paths.nginx_conf.clone(),
+                line: None,
+                reason,
+            });
             return g;
         }
     }
-    let src = SkipUsers { inner: fs, users_prefix: format!("{}/", paths.users_dir.trim_end_matches('/')) };
+    let src = SkipUsers {
+        inner: fs,
+        users_prefix: format!("{}/", paths.users_dir.trim_end_matches('/')),
+    };
     let mut loader = Loader::new(&src, &conf_prefix(&paths.nginx_conf));
     let exp = loader.expand(&paths.nginx_conf);
     problems_to_unknowns(&exp, None, &mut g.unknowns);
@@ -125,7 +134,12 @@ pub fn read_global(fs: &Fs) -> GlobalNginx {
 }
 
 /// Reads one user's generated `nginx.conf` (with its includes).
-pub fn read_user(fs: &Fs, user_dir: &str, user: &str, global_upstreams: &HashMap<String, Vec<String>>) -> (Vec<RawVhost>, Vec<Unknown>) {
+pub fn read_user(
+    fs: &Fs,
+    user_dir: &str,
+    user: &str,
+    global_upstreams: &HashMap<String, Vec<String>>,
+) -> (Vec<RawVhost>, Vec<Unknown>) {
     let path = join(user_dir, "nginx.conf");
     let mut unknowns = Vec::new();
     match fs.read(&path) {
@@ -136,12 +150,19 @@ pub fn read_user(fs: &Fs, user_dir: &str, user: &str, global_upstreams: &HashMap
                 domain: None,
                 file: path,
                 line: None,
-                reason: "the user's generated nginx.conf is missing: nginx serves none of their domains".into(),
+                reason: "the user's generated nginx.conf is missing: nginx serves none of their domains"
+                    .into(),
             });
             return (vec![], unknowns);
         }
         Err(reason) => {
-            unknowns.push(Unknown { user: Some(user.into()), domain: None, file: path, line: None, reason });
+            unknowns.push(Unknown {
+                user: Some(user.into()),
+                domain: None,
+                file: path,
+                line: None,
+                reason,
+            });
             return (vec![], unknowns);
         }
     }
@@ -207,15 +228,23 @@ fn resolve_vars(exp: &Expanded, i: usize, raw: &str) -> Result<String, String> {
         out.push_str(&rest[..pos]);
         let after = &rest[pos + 1..];
         let (name, consumed) = if let Some(b) = after.strip_prefix('{') {
-            let end = b.find('}').ok_or_else(|| format!("unterminated variable in {raw}"))?;
+            let end = b
+                .find('}')
+                .ok_or_else(|| format!("unterminated variable in {raw}"))?;
             (&b[..end], end + 2)
         } else {
-            let end = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
             (&after[..end], end)
         };
         match lookup(name) {
             Some(v) if !v.contains('$') => out.push_str(&v),
-            _ => return Err(format!("${name} is not set to a constant in scope (map or runtime variable)")),
+            _ => {
+                return Err(format!(
+                    "${name} is not set to a constant in scope (map or runtime variable)"
+                ))
+            }
         }
         rest = &after[consumed..];
     }
@@ -237,11 +266,20 @@ fn targets(exp: &Expanded, i: usize, raw: &str, ups: &HashMap<String, Vec<String
             .iter()
             .map(|s| match Endpoint::parse_nginx(s) {
                 Some(ep) => (raw.to_string(), Target::Endpoint(ep)),
-                None => (raw.to_string(), Target::Unresolved(format!("upstream {resolved} has server {s}"))),
+                None => (
+                    raw.to_string(),
+                    Target::Unresolved(format!("upstream {resolved} has server {s}")),
+                ),
             })
             .collect(),
-        Some(_) => vec![(raw.to_string(), Target::Unresolved(format!("upstream {resolved} has no server")))],
-        None => vec![(raw.to_string(), Target::Unresolved(format!("no upstream named {resolved}")))],
+        Some(_) => vec![(
+            raw.to_string(),
+            Target::Unresolved(format!("upstream {resolved} has no server")),
+        )],
+        None => vec![(
+            raw.to_string(),
+            Target::Unresolved(format!("no upstream named {resolved}")),
+        )],
     }
 }
 
@@ -282,9 +320,10 @@ fn vhosts(exp: &Expanded, ups: &HashMap<String, Vec<String>>) -> Vec<RawVhost> {
         match it.name.as_str() {
             "server_name" if it.parent == Some(s) => out[v].server_names.extend(it.args.iter().cloned()),
             "listen" if it.parent == Some(s) => {
-                if it.args.iter().any(|a| a == "ssl" || a.ends_with(":443") || a == "443") {
-                    out[v].https = true;
-                }
+                out[v].https |= it
+                    .args
+                    .iter()
+                    .any(|a| a == "ssl" || a.ends_with(":443") || a == "443")
             }
             "ssl" if it.parent == Some(s) => out[v].https |= it.args.first().is_some_and(|a| a == "on"),
             "proxy_pass" => out[v].proxies = true,
@@ -391,9 +430,17 @@ impl LayerFile {
         parsed.walk(&mut |parents, d| {
             if d.name.value == "fastcgi_pass" {
                 if let Some(arg) = d.args.first() {
-                    let loc = parents.iter().rev().find(|p| p.name.value == "location").map(|p| {
-                        p.args.iter().map(|a| a.value.as_str()).collect::<Vec<_>>().join(" ")
-                    });
+                    let loc = parents
+                        .iter()
+                        .rev()
+                        .find(|p| p.name.value == "location")
+                        .map(|p| {
+                            p.args
+                                .iter()
+                                .map(|a| a.value.as_str())
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        });
                     handlers.push((
                         arg.value.clone(),
                         Location {
@@ -408,7 +455,11 @@ impl LayerFile {
                 }
             }
         });
-        LayerFile { layer, parsed, handlers }
+        LayerFile {
+            layer,
+            parsed,
+            handlers,
+        }
     }
 
     pub fn from_cust(c: &CustFile) -> LayerFile {
@@ -417,7 +468,9 @@ impl LayerFile {
 
     /// The directive whose text, expanded for this user/domain, equals `raw`.
     pub fn find(&self, raw: &str, tokens: &Tokens) -> Option<&(String, Location, Option<String>)> {
-        self.handlers.iter().find(|(arg, _, _)| expand_tokens(arg, tokens).iter().any(|e| e == raw))
+        self.handlers
+            .iter()
+            .find(|(arg, _, _)| expand_tokens(arg, tokens).iter().any(|e| e == raw))
     }
 }
 
@@ -474,14 +527,23 @@ pub fn read_shared_layers(fs: &Fs, reverse: bool) -> SharedLayers {
             Ok(Some(src)) => Some(LayerFile::parse(layer, path, src)),
             Ok(None) => None,
             Err(reason) => {
-                out.unknowns.push(Unknown { user: None, domain: None, file: path.into(), line: None, reason });
+                out.unknowns.push(Unknown {
+                    user: None,
+                    domain: None,
+                    file: path.into(),
+                    line: None,
+                    reason,
+                });
                 None
             }
         }
     };
     match fs.list_dir(&paths.templates_custom_dir) {
         Ok(names) => {
-            for n in names.iter().filter(|n| n.starts_with("nginx") && n.ends_with(".conf")) {
+            for n in names
+                .iter()
+                .filter(|n| n.starts_with("nginx") && n.ends_with(".conf"))
+            {
                 if let Some(lf) = read(&join(&paths.templates_custom_dir, n), Layer::Template, &mut out) {
                     out.templates.push(lf);
                 }
@@ -495,19 +557,37 @@ pub fn read_shared_layers(fs: &Fs, reverse: bool) -> SharedLayers {
             reason,
         }),
     }
-    let overlay = if reverse { &paths.cb_nginx_reverse_overlay } else { &paths.cb_nginx_overlay };
+    let overlay = if reverse {
+        &paths.cb_nginx_reverse_overlay
+    } else {
+        &paths.cb_nginx_overlay
+    };
     let mut stack = vec![String::new()];
     while let Some(rel) = stack.pop() {
-        let dir = if rel.is_empty() { overlay.clone() } else { join(overlay, &rel) };
+        let dir = if rel.is_empty() {
+            overlay.clone()
+        } else {
+            join(overlay, &rel)
+        };
         let names = match fs.list_dir(&dir) {
             Ok(n) => n,
             Err(reason) => {
-                out.unknowns.push(Unknown { user: None, domain: None, file: dir, line: None, reason });
+                out.unknowns.push(Unknown {
+                    user: None,
+                    domain: None,
+                    file: dir,
+                    line: None,
+                    reason,
+                });
                 continue;
             }
         };
         for n in names {
-            let r = if rel.is_empty() { n.clone() } else { format!("{rel}/{n}") };
+            let r = if rel.is_empty() {
+                n.clone()
+            } else {
+                format!("{rel}/{n}")
+            };
             let p = join(overlay, &r);
             if fs.is_dir(&p) {
                 stack.push(r);
@@ -532,16 +612,35 @@ mod tests {
     use super::*;
 
     fn slots() -> Vec<PhpSlot> {
-        vec![PhpSlot { slot: 1, release: "8.3".into(), mode: "php-fpm".into(), prefix: "/usr/local/php83".into() }]
+        vec![PhpSlot {
+            slot: 1,
+            release: "8.3".into(),
+            mode: "php-fpm".into(),
+            prefix: "/usr/local/php83".into(),
+        }]
     }
 
     #[test]
     fn tokens_expand_both_ways() {
         let s = slots();
-        let t = Tokens { user: "alice", domain: "a.test", slots: &s, expected_socket: "/x.sock" };
+        let t = Tokens {
+            user: "alice",
+            domain: "a.test",
+            slots: &s,
+            expected_socket: "/x.sock",
+        };
         let e = expand_tokens("unix:/usr/local/php|PHP1_RELEASE|/sockets/|USER|.sock", &t);
-        assert_eq!(e, vec!["unix:/usr/local/php83/sockets/alice.sock", "unix:/usr/local/php8.3/sockets/alice.sock"]);
-        assert_eq!(expand_tokens("unix:|PHP_FPM_SOCKET_PATH|", &t), vec!["unix:/x.sock"]);
+        assert_eq!(
+            e,
+            vec![
+                "unix:/usr/local/php83/sockets/alice.sock",
+                "unix:/usr/local/php8.3/sockets/alice.sock"
+            ]
+        );
+        assert_eq!(
+            expand_tokens("unix:|PHP_FPM_SOCKET_PATH|", &t),
+            vec!["unix:/x.sock"]
+        );
         assert_eq!(expand_tokens("127.0.0.1:9000", &t), vec!["127.0.0.1:9000"]);
     }
 
@@ -550,10 +649,20 @@ mod tests {
         let src = b"|*if HAVE_PHP1_FPM=\"1\"|\nlocation ~ \\.php$ {\n    fastcgi_pass unix:/usr/local/php82/sockets/|USER|.sock;\n}\n|*endif|\n";
         let lf = LayerFile::parse(Layer::Template, "/t/nginx_server.conf", src.to_vec());
         let s = slots();
-        let t = Tokens { user: "bob", domain: "b.test", slots: &s, expected_socket: "" };
-        let (_, loc, l) = lf.find("unix:/usr/local/php82/sockets/bob.sock", &t).expect("found");
+        let t = Tokens {
+            user: "bob",
+            domain: "b.test",
+            slots: &s,
+            expected_socket: "",
+        };
+        let (_, loc, l) = lf
+            .find("unix:/usr/local/php82/sockets/bob.sock", &t)
+            .expect("found");
         assert_eq!(loc.line, 3);
-        assert_eq!(loc.text, "fastcgi_pass unix:/usr/local/php82/sockets/|USER|.sock;");
+        assert_eq!(
+            loc.text,
+            "fastcgi_pass unix:/usr/local/php82/sockets/|USER|.sock;"
+        );
         assert_eq!(l.as_deref(), Some("~ \\.php$"));
         assert!(lf.find("unix:/usr/local/php82/sockets/alice.sock", &t).is_none());
     }

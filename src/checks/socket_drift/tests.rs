@@ -6,12 +6,27 @@ use crate::model::{HandlerKind, Layer, Location, PhpSlot, Pool};
 use crate::probe::ProbeResult;
 
 fn slot(n: u8, release: &str, mode: &str) -> PhpSlot {
-    let prefix = if release == "no" { String::new() } else { format!("/usr/local/php{}", release.replace('.', "")) };
-    PhpSlot { slot: n, release: release.into(), mode: mode.into(), prefix }
+    let prefix = if release == "no" {
+        String::new()
+    } else {
+        format!("/usr/local/php{}", release.replace('.', ""))
+    };
+    PhpSlot {
+        slot: n,
+        release: release.into(),
+        mode: mode.into(),
+        prefix,
+    }
 }
 
 fn loc(file: &str, line: u32, text: &str) -> Location {
-    Location { file: file.into(), line, text: text.into(), start: 10, end: 10 + text.len() }
+    Location {
+        file: file.into(),
+        line,
+        text: text.into(),
+        start: 10,
+        end: 10 + text.len(),
+    }
 }
 
 fn handler(sock: &str, layer: Layer, file: &str) -> Handler {
@@ -29,7 +44,14 @@ fn handler(sock: &str, layer: Layer, file: &str) -> Handler {
 }
 
 fn vhost(handlers: Vec<Handler>) -> Vhost {
-    Vhost { server_names: vec!["a.test".into()], https: false, file: "/n".into(), line: 1, handlers, proxies: false }
+    Vhost {
+        server_names: vec!["a.test".into()],
+        https: false,
+        file: "/n".into(),
+        line: 1,
+        handlers,
+        proxies: false,
+    }
 }
 
 fn domain(name: &str, select: Option<u8>, handlers: Vec<Handler>) -> Domain {
@@ -59,7 +81,8 @@ fn server(domains: Vec<Domain>, live: &[&str], dead: &[(&str, SocketState)]) -> 
         stray_vhosts: vec![],
     });
     for l in live {
-        s.probes.insert(Endpoint::Unix((*l).into()), probe(SocketState::Listening));
+        s.probes
+            .insert(Endpoint::Unix((*l).into()), probe(SocketState::Listening));
     }
     for (d, st) in dead {
         s.probes.insert(Endpoint::Unix((*d).into()), probe(*st));
@@ -68,7 +91,13 @@ fn server(domains: Vec<Domain>, live: &[&str], dead: &[(&str, SocketState)]) -> 
 }
 
 fn probe(state: SocketState) -> ProbeResult {
-    ProbeResult { state, detail: String::new(), owner: None, mode: None, fcgi: None }
+    ProbeResult {
+        state,
+        detail: String::new(),
+        owner: None,
+        mode: None,
+        fcgi: None,
+    }
 }
 
 const NEW: &str = "/usr/local/php83/sockets/alice.sock";
@@ -77,7 +106,11 @@ const CUST: &str = "/usr/local/directadmin/data/users/alice/domains/a.test.cust_
 
 #[test]
 fn stale_custom_socket_is_critical_drift() {
-    let s = server(vec![domain("a.test", None, vec![handler(OLD, Layer::Custom, CUST)])], &[NEW], &[(OLD, SocketState::Missing)]);
+    let s = server(
+        vec![domain("a.test", None, vec![handler(OLD, Layer::Custom, CUST)])],
+        &[NEW],
+        &[(OLD, SocketState::Missing)],
+    );
     let out = run(&s);
     assert_eq!(out.findings.len(), 1);
     let f = &out.findings[0];
@@ -92,7 +125,11 @@ fn stale_custom_socket_is_critical_drift() {
 
 #[test]
 fn healthy_expected_socket_is_ok() {
-    let s = server(vec![domain("a.test", None, vec![handler(NEW, Layer::Generated, "/g")])], &[NEW], &[]);
+    let s = server(
+        vec![domain("a.test", None, vec![handler(NEW, Layer::Generated, "/g")])],
+        &[NEW],
+        &[],
+    );
     let out = run(&s);
     assert!(out.findings.is_empty(), "{:?}", out.findings);
     assert_eq!(out.domains[0].status, "ok");
@@ -101,7 +138,11 @@ fn healthy_expected_socket_is_ok() {
 #[test]
 fn live_but_unexpected_socket_is_a_warning() {
     let other = "/usr/local/php74/sockets/alice.sock";
-    let s = server(vec![domain("a.test", None, vec![handler(other, Layer::Custom, CUST)])], &[NEW, other], &[]);
+    let s = server(
+        vec![domain("a.test", None, vec![handler(other, Layer::Custom, CUST)])],
+        &[NEW, other],
+        &[],
+    );
     let out = run(&s);
     assert_eq!(out.findings[0].severity, Severity::Warning);
     assert_eq!(out.domains[0].status, "drift");
@@ -110,7 +151,15 @@ fn live_but_unexpected_socket_is_a_warning() {
 #[test]
 fn pool_listen_wins_over_computed_path() {
     let custom = "/home/alice/.php/alice.sock";
-    let mut s = server(vec![domain("a.test", None, vec![handler(custom, Layer::Generated, "/g")])], &[custom], &[]);
+    let mut s = server(
+        vec![domain(
+            "a.test",
+            None,
+            vec![handler(custom, Layer::Generated, "/g")],
+        )],
+        &[custom],
+        &[],
+    );
     s.users[0].pools.push(Pool {
         name: "alice".into(),
         version_digits: "83".into(),
@@ -129,7 +178,11 @@ fn pool_listen_wins_over_computed_path() {
 
 #[test]
 fn expected_socket_dead_is_critical_with_fpm_hint() {
-    let s = server(vec![domain("a.test", None, vec![handler(NEW, Layer::Generated, "/g")])], &[], &[(NEW, SocketState::Refused)]);
+    let s = server(
+        vec![domain("a.test", None, vec![handler(NEW, Layer::Generated, "/g")])],
+        &[],
+        &[(NEW, SocketState::Refused)],
+    );
     let out = run(&s);
     assert_eq!(out.findings[0].severity, Severity::Critical);
     assert!(out.findings[0].message.contains("expected socket"));
@@ -168,7 +221,15 @@ fn unresolved_variable_is_unknown_not_healthy() {
 fn shadowed_dead_handler_is_only_info() {
     let mut dead = handler(OLD, Layer::Generated, "/g");
     dead.shadowed = true;
-    let s = server(vec![domain("a.test", None, vec![handler(NEW, Layer::Custom, CUST), dead])], &[NEW], &[(OLD, SocketState::Missing)]);
+    let s = server(
+        vec![domain(
+            "a.test",
+            None,
+            vec![handler(NEW, Layer::Custom, CUST), dead],
+        )],
+        &[NEW],
+        &[(OLD, SocketState::Missing)],
+    );
     let out = run(&s);
     assert_eq!(out.findings.len(), 1);
     assert_eq!(out.findings[0].severity, Severity::Info);
@@ -192,10 +253,25 @@ fn same_text_in_two_server_blocks_is_one_finding() {
 #[test]
 fn webapps_handler_compared_with_webapps_socket() {
     let ok = "/usr/local/php83/sockets/webapps.sock";
-    let s = server(vec![domain("a.test", None, vec![handler(NEW, Layer::Generated, "/g"), handler(ok, Layer::Global, "/etc/nginx/webapps.conf")])], &[NEW, ok], &[]);
+    let s = server(
+        vec![domain(
+            "a.test",
+            None,
+            vec![
+                handler(NEW, Layer::Generated, "/g"),
+                handler(ok, Layer::Global, "/etc/nginx/webapps.conf"),
+            ],
+        )],
+        &[NEW, ok],
+        &[],
+    );
     assert!(run(&s).findings.is_empty());
     let stale = "/usr/local/php82/sockets/webapps.sock";
-    let s = server(vec![domain("a.test", None, vec![handler(stale, Layer::Overlay, "/o")])], &[NEW], &[(stale, SocketState::Missing)]);
+    let s = server(
+        vec![domain("a.test", None, vec![handler(stale, Layer::Overlay, "/o")])],
+        &[NEW],
+        &[(stale, SocketState::Missing)],
+    );
     let out = run(&s);
     assert_eq!(out.findings[0].expected_socket.as_deref(), Some(ok));
     assert_eq!(out.findings[0].severity, Severity::Critical);
@@ -203,9 +279,17 @@ fn webapps_handler_compared_with_webapps_socket() {
 
 #[test]
 fn not_probed_expected_is_ok_and_other_is_warning() {
-    let s = server(vec![domain("a.test", None, vec![handler(NEW, Layer::Generated, "/g")])], &[], &[]);
+    let s = server(
+        vec![domain("a.test", None, vec![handler(NEW, Layer::Generated, "/g")])],
+        &[],
+        &[],
+    );
     assert!(run(&s).findings.is_empty());
-    let s = server(vec![domain("a.test", None, vec![handler(OLD, Layer::Custom, CUST)])], &[], &[]);
+    let s = server(
+        vec![domain("a.test", None, vec![handler(OLD, Layer::Custom, CUST)])],
+        &[],
+        &[],
+    );
     let out = run(&s);
     assert_eq!(out.findings[0].severity, Severity::Warning);
     assert_eq!(out.findings[0].socket_state, Some("not_probed"));
