@@ -10,7 +10,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -26,7 +29,10 @@ fn main() {
     let root = dir.path();
     let t = Instant::now();
     fpm_doctor::sim::generate_large(root, users, domains, 10).expect("generate");
-    println!("generated {users} users x {domains} domains in {:.2?}", t.elapsed());
+    println!(
+        "generated {users} users x {domains} domains in {:.2?}",
+        t.elapsed()
+    );
 
     // Baseline: read every file of the DA data dir and /etc/nginx with cat.
     let files = Command::new("sh")
@@ -58,7 +64,10 @@ fn main() {
         let r = fpm_doctor::scan::scan(&cfg, &Scope::default()).expect("scan");
         scan_np.push(t.elapsed());
         drift = r.domains.iter().filter(|d| d.status == "drift").count();
-        assert_eq!(r.domains.iter().filter(|d| d.parent.is_none()).count(), users * domains);
+        assert_eq!(
+            r.domains.iter().filter(|d| d.parent.is_none()).count(),
+            users * domains
+        );
     }
     cfg.no_probe = false;
     let mut scan_p = Vec::new();
@@ -70,7 +79,14 @@ fn main() {
     let mut one_user = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
-        let _ = fpm_doctor::scan::scan(&cfg, &Scope { user: Some("user0".into()), domain: None }).expect("scan");
+        let _ = fpm_doctor::scan::scan(
+            &cfg,
+            &Scope {
+                user: Some("user0".into()),
+                domain: None,
+            },
+        )
+        .expect("scan");
         one_user.push(t.elapsed());
     }
     println!("drifted domains found: {drift}");

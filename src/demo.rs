@@ -29,7 +29,13 @@ fn dom(name: &str) -> SimDomain {
 }
 
 fn user(name: &str, creator: &str, usertype: &str, uid: u32, domains: Vec<SimDomain>) -> SimUser {
-    SimUser { name: name.into(), creator: creator.into(), usertype: usertype.into(), uid, domains }
+    SimUser {
+        name: name.into(),
+        creator: creator.into(),
+        usertype: usertype.into(),
+        uid,
+        domains,
+    }
 }
 
 const STALE_PHP: &str = "location ~ \\.php$ {\n    try_files $uri =404;\n    include /etc/nginx/fastcgi_params;\n    \
@@ -46,7 +52,9 @@ pub fn demo_server() -> SimServer {
 
     let mut bob_main = dom("bob-news.test");
     bob_main.ssl = true;
-    bob_main.cust_nginx_https = Some(format!("# HTTPS-only tuning\nclient_max_body_size 64m;\n{STALE_PHP}"));
+    bob_main.cust_nginx_https = Some(format!(
+        "# HTTPS-only tuning\nclient_max_body_size 64m;\n{STALE_PHP}"
+    ));
 
     let mut carol_ok = dom("carol.test");
     carol_ok.ssl = true;
@@ -68,7 +76,13 @@ pub fn demo_server() -> SimServer {
         resellers: vec!["resel".into()],
         users: vec![
             user("admin", "root", "admin", 1000, vec![dom("server.test")]),
-            user("resel", "admin", "reseller", 1001, vec![dom("resel-hosting.test")]),
+            user(
+                "resel",
+                "admin",
+                "reseller",
+                1001,
+                vec![dom("resel-hosting.test")],
+            ),
             user("alice", "resel", "user", 1002, vec![alice_main, alice_ok]),
             user("bob", "resel", "user", 1003, vec![bob_main, dom("bob-wiki.test")]),
             user("carol", "admin", "user", 1004, vec![carol_ok, carol_old]),
@@ -95,12 +109,21 @@ fn add_server_wide_drift(root: &Path) -> std::io::Result<()> {
     let ov = host("/usr/local/directadmin/custombuild/custom/nginx/conf/nginx.conf");
     std::fs::create_dir_all(ov.parent().unwrap())?;
     let live = std::fs::read_to_string(host("/etc/nginx/nginx.conf"))?;
-    let stale = live.replace("/usr/local/php83/sockets/webapps.sock", "/usr/local/php82/sockets/webapps.sock");
+    let stale = live.replace(
+        "/usr/local/php83/sockets/webapps.sock",
+        "/usr/local/php82/sockets/webapps.sock",
+    );
     let stale = if stale == live {
         // The simulator's nginx.conf keeps webapps in webapps.conf: overlay that file instead.
         let wa = std::fs::read_to_string(host("/etc/nginx/webapps.conf")).unwrap_or_default();
         let ov2 = host("/usr/local/directadmin/custombuild/custom/nginx/conf/webapps.conf");
-        std::fs::write(ov2, wa.replace("/usr/local/php83/sockets/webapps.sock", "/usr/local/php82/sockets/webapps.sock"))?;
+        std::fs::write(
+            ov2,
+            wa.replace(
+                "/usr/local/php83/sockets/webapps.sock",
+                "/usr/local/php82/sockets/webapps.sock",
+            ),
+        )?;
         live
     } else {
         stale
@@ -147,7 +170,10 @@ pub fn run(keep: Option<&Path>, json: bool) -> Result<i32, String> {
             (None, dir.to_path_buf())
         }
         None => {
-            let t = tempfile::Builder::new().prefix("fpm-doctor-demo.").tempdir().map_err(|e| e.to_string())?;
+            let t = tempfile::Builder::new()
+                .prefix("fpm-doctor-demo.")
+                .tempdir()
+                .map_err(|e| e.to_string())?;
             let p = t.path().to_path_buf();
             (Some(t), p)
         }
@@ -163,9 +189,15 @@ pub fn run(keep: Option<&Path>, json: bool) -> Result<i32, String> {
 served by this demo that answer the FastCGI handshake).\n",
             root.display()
         );
-        print!("{}", crate::report::human(&r, std::io::IsTerminal::is_terminal(&std::io::stdout()), true));
+        print!(
+            "{}",
+            crate::report::human(&r, std::io::IsTerminal::is_terminal(&std::io::stdout()), true)
+        );
         if keep.is_some() {
-            println!("\nScan it again: fpm-doctor scan --root {} --no-probe", root.display());
+            println!(
+                "\nScan it again: fpm-doctor scan --root {} --no-probe",
+                root.display()
+            );
         }
     }
     Ok(r.exit_code())
@@ -176,8 +208,11 @@ pub fn build(root: &Path) -> std::io::Result<()> {
     let s = demo_server();
     sim::write_tree(root, &s)?;
     add_server_wide_drift(root)?;
-    let mut live: Vec<String> =
-        s.users.iter().map(|u| format!("/usr/local/php83/sockets/{}.sock", u.name)).collect();
+    let mut live: Vec<String> = s
+        .users
+        .iter()
+        .map(|u| format!("/usr/local/php83/sockets/{}.sock", u.name))
+        .collect();
     live.push("/usr/local/php83/sockets/webapps.sock".into());
     serve_sockets(root, &live)?;
     // A stale socket file left by the stopped 8.2 master: nothing listens.

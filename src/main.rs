@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "fpm-doctor", version, about = "Finds why PHP sites on NGINX + PHP-FPM answer 502 on DirectAdmin servers")]
+#[command(
+    name = "fpm-doctor",
+    version,
+    about = "Finds why PHP sites on NGINX + PHP-FPM answer 502 on DirectAdmin servers"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -84,7 +88,14 @@ fn print_report(r: &scan::Report, json: bool, verbose: bool) {
 fn run() -> Result<i32, String> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Scan { common, user, domain, json, no_probe, verbose } => {
+        Cmd::Scan {
+            common,
+            user,
+            domain,
+            json,
+            no_probe,
+            verbose,
+        } => {
             let mut cfg = Config::load(common.config.as_deref(), common.root.as_deref())?;
             cfg.no_probe = no_probe;
             let r = scan::scan(&cfg, &Scope { user, domain })?;
@@ -99,7 +110,10 @@ fn run() -> Result<i32, String> {
                     }
                 }
                 Some(id) => {
-                    let d = checks::DOCS.iter().find(|d| d.id == id).ok_or_else(|| format!("no check named {id}"))?;
+                    let d = checks::DOCS
+                        .iter()
+                        .find(|d| d.id == id)
+                        .ok_or_else(|| format!("no check named {id}"))?;
                     println!(
                         "{} — {}\n\nWhat it does\n  {}\n\nWhy is this bad?\n  {}\n\nExample\n  {}\n\nFix\n  {}\n\nFix safety\n  {}",
                         d.id, d.title, d.what, d.why, d.example, d.fix, d.fix_safety
@@ -109,7 +123,12 @@ fn run() -> Result<i32, String> {
             Ok(0)
         }
         Cmd::Demo { keep, json } => fpm_doctor::demo::run(keep.as_deref(), json),
-        Cmd::GenTree { dir, users, domains, drift_every } => {
+        Cmd::GenTree {
+            dir,
+            users,
+            domains,
+            drift_every,
+        } => {
             fpm_doctor::sim::generate_large(&dir, users, domains, drift_every).map_err(|e| e.to_string())?;
             Ok(0)
         }

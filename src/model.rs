@@ -200,7 +200,12 @@ impl Server {
         let vhosts = self
             .users
             .iter()
-            .flat_map(|u| u.domains.iter().flat_map(|d| d.vhosts.iter()).chain(u.stray_vhosts.iter()))
+            .flat_map(|u| {
+                u.domains
+                    .iter()
+                    .flat_map(|d| d.vhosts.iter())
+                    .chain(u.stray_vhosts.iter())
+            })
             .chain(self.global_vhosts.iter());
         for v in vhosts {
             for h in &v.handlers {
@@ -232,7 +237,13 @@ pub struct Expected {
 pub fn expected_socket(slots: &[PhpSlot], pools: &[Pool], user: &str, php_select: Option<u8>) -> Expected {
     let slot_n = php_select.unwrap_or(1);
     let Some(slot) = slots.iter().find(|s| s.slot == slot_n) else {
-        return Expected { slot: slot_n, release: None, mode: None, socket: None, basis: format!("slot {slot_n} is not in options.conf") };
+        return Expected {
+            slot: slot_n,
+            release: None,
+            mode: None,
+            socket: None,
+            basis: format!("slot {slot_n} is not in options.conf"),
+        };
     };
     let base = Expected {
         slot: slot_n,
@@ -242,13 +253,22 @@ pub fn expected_socket(slots: &[PhpSlot], pools: &[Pool], user: &str, php_select
         basis: String::new(),
     };
     if !slot.is_enabled() {
-        return Expected { basis: format!("slot {slot_n} is disabled (php{slot_n}_release=no)"), ..base };
+        return Expected {
+            basis: format!("slot {slot_n} is disabled (php{slot_n}_release=no)"),
+            ..base
+        };
     }
     if !slot.is_fpm() {
-        return Expected { basis: format!("slot {slot_n} runs PHP as {}, not php-fpm", slot.mode), ..base };
+        return Expected {
+            basis: format!("slot {slot_n} runs PHP as {}, not php-fpm", slot.mode),
+            ..base
+        };
     }
     let digits = slot.release.replace('.', "");
-    if let Some(pool) = pools.iter().find(|p| p.version_digits == digits && p.listen.as_deref().is_some_and(|l| l.starts_with('/'))) {
+    if let Some(pool) = pools
+        .iter()
+        .find(|p| p.version_digits == digits && p.listen.as_deref().is_some_and(|l| l.starts_with('/')))
+    {
         return Expected {
             socket: pool.listen.clone(),
             basis: format!("listen of pool [{}] in {}:{}", pool.name, pool.file, pool.line),
@@ -257,12 +277,19 @@ pub fn expected_socket(slots: &[PhpSlot], pools: &[Pool], user: &str, php_select
     }
     Expected {
         socket: Some(format!("{}/sockets/{user}.sock", slot.prefix)),
-        basis: format!("computed from slot {slot_n} (php{slot_n}_release={})", slot.release),
+        basis: format!(
+            "computed from slot {slot_n} (php{slot_n}_release={})",
+            slot.release
+        ),
         ..base
     }
 }
 
 /// The webapps pool socket (phpMyAdmin, webmail): slot 1's `webapps.sock`.
 pub fn expected_webapps_socket(slots: &[PhpSlot]) -> Option<String> {
-    slots.iter().find(|s| s.slot == 1).filter(|s| s.is_fpm()).map(|s| format!("{}/sockets/webapps.sock", s.prefix))
+    slots
+        .iter()
+        .find(|s| s.slot == 1)
+        .filter(|s| s.is_fpm())
+        .map(|s| format!("{}/sockets/webapps.sock", s.prefix))
 }

@@ -9,7 +9,9 @@ use std::fmt::Write;
 
 /// Replaces control characters (ESC, CR, BEL, …) with `?`.
 pub fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() && c != '\t' { '?' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+        .collect()
 }
 
 struct Style {
@@ -46,7 +48,11 @@ fn finding(out: &mut String, st: &Style, f: &Finding, indent: &str) {
         let _ = writeln!(out, "{indent}    {}", st.paint("1", &sanitize(t.trim())));
     }
     if let (Some(sock), Some(state)) = (&f.socket, f.socket_state) {
-        let detail = f.socket_detail.as_deref().map(|d| format!(" ({})", sanitize(d))).unwrap_or_default();
+        let detail = f
+            .socket_detail
+            .as_deref()
+            .map(|d| format!(" ({})", sanitize(d)))
+            .unwrap_or_default();
         let _ = writeln!(out, "{indent}    socket {}: {state}{detail}", sanitize(sock));
     }
     if let Some(e) = &f.expected_socket {
@@ -54,7 +60,12 @@ fn finding(out: &mut String, st: &Style, f: &Finding, indent: &str) {
     }
     let _ = writeln!(out, "{indent}    {}", sanitize(&f.message));
     for c in &f.generated_copies {
-        let _ = writeln!(out, "{indent}    inlined by DirectAdmin into {}:{} (generated)", sanitize(&c.file), c.line);
+        let _ = writeln!(
+            out,
+            "{indent}    inlined by DirectAdmin into {}:{} (generated)",
+            sanitize(&c.file),
+            c.line
+        );
     }
 }
 
@@ -96,7 +107,11 @@ pub fn human(r: &Report, color: bool, verbose: bool) -> String {
         out,
         "webserver: {}   PHP {}",
         sanitize(r.webserver.as_deref().unwrap_or("?")),
-        if slots.is_empty() { "unknown".to_string() } else { slots.join(", ") }
+        if slots.is_empty() {
+            "unknown".to_string()
+        } else {
+            slots.join(", ")
+        }
     );
     // Findings by user then domain.
     let mut by_user: BTreeMap<String, BTreeMap<String, Vec<&Finding>>> = BTreeMap::new();
@@ -116,7 +131,10 @@ pub fn human(r: &Report, color: bool, verbose: bool) -> String {
         let rows: Vec<_> = r.domains.iter().filter(|d| d.user == u).collect();
         let empty = BTreeMap::new();
         let fs = by_user.get(&u).unwrap_or(&empty);
-        let bad: Vec<_> = rows.iter().filter(|d| d.status != "ok" || fs.contains_key(&d.domain)).collect();
+        let bad: Vec<_> = rows
+            .iter()
+            .filter(|d| d.status != "ok" || fs.contains_key(&d.domain))
+            .collect();
         if bad.is_empty() && fs.is_empty() && !verbose {
             continue;
         }
@@ -137,7 +155,10 @@ pub fn human(r: &Report, color: bool, verbose: bool) -> String {
                 "  {}  {status}  (PHP slot {}{}, expects {})",
                 sanitize(&d.domain),
                 d.php_slot,
-                d.php_release.as_deref().map(|r| format!(" = {}", sanitize(r))).unwrap_or_default(),
+                d.php_release
+                    .as_deref()
+                    .map(|r| format!(" = {}", sanitize(r)))
+                    .unwrap_or_default(),
                 sanitize(d.expected_socket.as_deref().unwrap_or("no FPM socket"))
             );
             for f in fs.get(&d.domain).into_iter().flatten() {
@@ -148,12 +169,23 @@ pub fn human(r: &Report, color: bool, verbose: bool) -> String {
             if rows.iter().any(|d| &d.domain == dom) {
                 continue;
             }
-            let _ = writeln!(out, "  {}", if dom.is_empty() { "(no domain)".into() } else { sanitize(dom) });
+            let _ = writeln!(
+                out,
+                "  {}",
+                if dom.is_empty() {
+                    "(no domain)".into()
+                } else {
+                    sanitize(dom)
+                }
+            );
             for f in list {
                 finding(&mut out, &st, f, "    ");
             }
         }
-        let ok = rows.iter().filter(|d| d.status == "ok" && !fs.contains_key(&d.domain)).count();
+        let ok = rows
+            .iter()
+            .filter(|d| d.status == "ok" && !fs.contains_key(&d.domain))
+            .count();
         if ok > 0 && !verbose {
             let _ = writeln!(out, "  … {ok} more domain(s) ok");
         }

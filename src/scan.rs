@@ -32,13 +32,22 @@ impl Report {
 
 /// The nginx worker's identity from the tree's own passwd/group files.
 fn worker_identity(cfg: &Config, server: &Server) -> Option<WorkerIdentity> {
-    let name = cfg.probe.worker_user.clone().or_else(|| server.nginx_worker_user.clone()).unwrap_or_else(|| "nginx".into());
+    let name = cfg
+        .probe
+        .worker_user
+        .clone()
+        .or_else(|| server.nginx_worker_user.clone())
+        .unwrap_or_else(|| "nginx".into());
     let fs = Fs::new(cfg);
     let passwd = fs.read(&cfg.paths.passwd).ok().flatten()?;
     let group = fs.read(&cfg.paths.group).ok().flatten().unwrap_or_default();
     let acc = Accounts::parse(&passwd, &group);
     let a = acc.user(&name)?;
-    Some(WorkerIdentity { name: name.clone(), uid: a.uid, gids: acc.gids_of(&name) })
+    Some(WorkerIdentity {
+        name: name.clone(),
+        uid: a.uid,
+        gids: acc.gids_of(&name),
+    })
 }
 
 /// Probes every handler endpoint and every expected socket, once each.
@@ -80,7 +89,11 @@ pub fn report(cfg: &Config, server: &Server) -> Report {
         php: server.php.clone(),
         domains: analysis.domains,
         findings: analysis.findings,
-        nginx_worker: cfg.probe.worker_user.clone().or_else(|| server.nginx_worker_user.clone()),
+        nginx_worker: cfg
+            .probe
+            .worker_user
+            .clone()
+            .or_else(|| server.nginx_worker_user.clone()),
         probed: !cfg.no_probe,
         users: server.users.len(),
     }

@@ -12,9 +12,17 @@ fn write(root: &Path, path: &str, content: &str) {
 const U: &str = "/usr/local/directadmin/data/users";
 
 fn tree(root: &Path, sock: &str) {
-    write(root, "/usr/local/directadmin/custombuild/options.conf", "webserver=nginx\nphp1_release=8.3\nphp1_mode=php-fpm\n");
+    write(
+        root,
+        "/usr/local/directadmin/custombuild/options.conf",
+        "webserver=nginx\nphp1_release=8.3\nphp1_mode=php-fpm\n",
+    );
     write(root, "/etc/nginx/nginx.conf", "user nginx;\nhttp {\n}\n");
-    write(root, &format!("{U}/alice/user.conf"), "creator=admin\nusertype=user\n");
+    write(
+        root,
+        &format!("{U}/alice/user.conf"),
+        "creator=admin\nusertype=user\n",
+    );
     write(root, &format!("{U}/alice/domains.list"), "a.test\n");
     write(root, &format!("{U}/alice/domains/a.test.conf"), "domain=a.test\n");
     write(
@@ -32,8 +40,17 @@ fn bin() -> Command {
 fn json_contract_and_exit_code_critical() {
     let t = tempfile::tempdir().unwrap();
     tree(t.path(), "/usr/local/php82/sockets/alice.sock");
-    let out = bin().args(["scan", "--json", "--root"]).arg(t.path()).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .args(["scan", "--json", "--root"])
+        .arg(t.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["schema"], 1);
     assert_eq!(v["verdict"], "critical");
@@ -42,15 +59,39 @@ fn json_contract_and_exit_code_critical() {
     assert_eq!(v["php"][0]["mode"], "php-fpm");
     assert_eq!(v["php"][0]["prefix"], "/usr/local/php83");
     let d = &v["domains"][0];
-    for k in ["user", "domain", "php_slot", "php_release", "expected_socket", "status"] {
+    for k in [
+        "user",
+        "domain",
+        "php_slot",
+        "php_release",
+        "expected_socket",
+        "status",
+    ] {
         assert!(d.get(k).is_some(), "domains[] lacks {k}");
     }
     assert_eq!(d["status"], "drift");
     let f = &v["findings"][0];
-    for k in ["check", "severity", "user", "domain", "file", "line", "text", "layer", "socket", "socket_state", "expected_socket", "message"] {
+    for k in [
+        "check",
+        "severity",
+        "user",
+        "domain",
+        "file",
+        "line",
+        "text",
+        "layer",
+        "socket",
+        "socket_state",
+        "expected_socket",
+        "message",
+    ] {
         assert!(f.get(k).is_some(), "findings[] lacks {k}");
     }
-    assert_eq!(f["file"], format!("{U}/alice/nginx.conf"), "server paths, without the --root prefix");
+    assert_eq!(
+        f["file"],
+        format!("{U}/alice/nginx.conf"),
+        "server paths, without the --root prefix"
+    );
     assert_eq!(f["layer"], "generated");
     assert_eq!(f["socket_state"], "missing");
 }
@@ -59,7 +100,11 @@ fn json_contract_and_exit_code_critical() {
 fn no_probe_on_expected_socket_is_ok_exit_zero_and_human_output() {
     let t = tempfile::tempdir().unwrap();
     tree(t.path(), "/usr/local/php83/sockets/alice.sock");
-    let out = bin().args(["scan", "--no-probe", "--root"]).arg(t.path()).output().unwrap();
+    let out = bin()
+        .args(["scan", "--no-probe", "--root"])
+        .arg(t.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("FPM Doctor: OK"), "{text}");
@@ -70,7 +115,11 @@ fn no_probe_on_expected_socket_is_ok_exit_zero_and_human_output() {
 fn unknown_user_is_an_error_exit_three() {
     let t = tempfile::tempdir().unwrap();
     tree(t.path(), "/x.sock");
-    let out = bin().args(["scan", "--user", "nobody", "--root"]).arg(t.path()).output().unwrap();
+    let out = bin()
+        .args(["scan", "--user", "nobody", "--root"])
+        .arg(t.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such DirectAdmin user"));
 }
@@ -81,9 +130,18 @@ fn config_file_overrides_paths() {
     tree(t.path(), "/opt/php83/sockets/alice.sock");
     let cfg = t.path().join("c.toml");
     std::fs::write(&cfg, "[paths]\nphp_prefix = \"/opt/php{XY}\"\n").unwrap();
-    let out = bin().args(["scan", "--json", "--no-probe", "--config"]).arg(&cfg).arg("--root").arg(t.path()).output().unwrap();
+    let out = bin()
+        .args(["scan", "--json", "--no-probe", "--config"])
+        .arg(&cfg)
+        .arg("--root")
+        .arg(t.path())
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["domains"][0]["expected_socket"], "/opt/php83/sockets/alice.sock");
+    assert_eq!(
+        v["domains"][0]["expected_socket"],
+        "/opt/php83/sockets/alice.sock"
+    );
     assert_eq!(v["verdict"], "ok");
     std::fs::write(&cfg, "[paths]\nnot_a_key = 1\n").unwrap();
     let out = bin().args(["scan", "--config"]).arg(&cfg).output().unwrap();
@@ -97,5 +155,8 @@ fn explain_shows_documented_sections() {
     for s in ["What it does", "Why is this bad?", "Example", "Fix", "Fix safety"] {
         assert!(text.contains(s), "{s} missing");
     }
-    assert_eq!(bin().args(["explain", "nope"]).output().unwrap().status.code(), Some(3));
+    assert_eq!(
+        bin().args(["explain", "nope"]).output().unwrap().status.code(),
+        Some(3)
+    );
 }

@@ -24,7 +24,11 @@ if (-f $request_filename) {{\n\t\t\tfastcgi_pass unix:{sock};\n\t\t}}\n\t}}\n"
 }
 
 fn server_block(names: &str, user: &str, extra: &str, https: bool) -> String {
-    let listen = if https { "\tlisten 1.2.3.4:443 ssl;\n" } else { "\tlisten 1.2.3.4:80;\n" };
+    let listen = if https {
+        "\tlisten 1.2.3.4:443 ssl;\n"
+    } else {
+        "\tlisten 1.2.3.4:80;\n"
+    };
     format!(
         "server\n{{\n{extra}{listen}\tserver_name {names};\n\troot /home/{user}/domains/x/public_html;\n\
 \tinclude {U}/{user}/nginx_php.conf;\n\tinclude /etc/nginx/webapps.conf;\n}}\n"
@@ -32,10 +36,22 @@ fn server_block(names: &str, user: &str, extra: &str, https: bool) -> String {
 }
 
 fn user(root: &Path, name: &str, domains: &[&str], nginx_conf: &str, pool_release: &str) {
-    write(root, &format!("{U}/{name}/user.conf"), &format!("username={name}\ncreator=admin\nusertype=user\n"));
-    write(root, &format!("{U}/{name}/domains.list"), &(domains.join("\n") + "\n"));
+    write(
+        root,
+        &format!("{U}/{name}/user.conf"),
+        &format!("username={name}\ncreator=admin\nusertype=user\n"),
+    );
+    write(
+        root,
+        &format!("{U}/{name}/domains.list"),
+        &(domains.join("\n") + "\n"),
+    );
     for d in domains {
-        write(root, &format!("{U}/{name}/domains/{d}.conf"), &format!("domain={d}\nphp=ON\n"));
+        write(
+            root,
+            &format!("{U}/{name}/domains/{d}.conf"),
+            &format!("domain={d}\nphp=ON\n"),
+        );
     }
     write(root, &format!("{U}/{name}/nginx.conf"), nginx_conf);
     write(
@@ -57,9 +73,17 @@ fn base_tree(root: &Path) {
         "/usr/local/directadmin/custombuild/options.conf",
         "webserver=nginx\nphp1_release=8.3\nphp1_mode=php-fpm\nphp2_release=no\nphp2_mode=php-fpm\n",
     );
-    write(root, "/etc/passwd", "root:x:0:0::/root:/bin/bash\nnginx:x:101:101::/nonexistent:/bin/false\n");
+    write(
+        root,
+        "/etc/passwd",
+        "root:x:0:0::/root:/bin/bash\nnginx:x:101:101::/nonexistent:/bin/false\n",
+    );
     write(root, "/etc/group", "root:x:0:\nnginx:x:101:\n");
-    write(root, "/etc/nginx/fastcgi_params", "fastcgi_param QUERY_STRING $query_string;\n");
+    write(
+        root,
+        "/etc/nginx/fastcgi_params",
+        "fastcgi_param QUERY_STRING $query_string;\n",
+    );
     write(
         root,
         "/etc/nginx/nginx.conf",
@@ -82,7 +106,13 @@ fn base_tree(root: &Path) {
     let conf = server_block("a.test www.a.test", "alice", &inlined, false)
         + &server_block("a.test www.a.test", "alice", &inlined, true);
     user(root, "alice", &["a.test"], &conf, "83");
-    user(root, "bob", &["b.test"], &server_block("b.test www.b.test", "bob", "", false), "83");
+    user(
+        root,
+        "bob",
+        &["b.test"],
+        &server_block("b.test www.b.test", "bob", "", false),
+        "83",
+    );
 }
 
 fn run(root: &Path, scope: Scope, probe: bool) -> Report {
@@ -132,13 +162,22 @@ fn stale_cust_nginx_is_attributed_to_the_custom_layer_once() {
     assert_eq!(drift.len(), 1, "{:#?}", r.findings);
     let f = drift[0];
     assert_eq!(f.domain.as_deref(), Some("a.test"));
-    assert_eq!(f.file.as_deref(), Some(&*format!("{U}/alice/domains/a.test.cust_nginx")));
+    assert_eq!(
+        f.file.as_deref(),
+        Some(&*format!("{U}/alice/domains/a.test.cust_nginx"))
+    );
     assert_eq!(f.line, Some(4));
-    assert_eq!(f.text.as_deref(), Some("fastcgi_pass unix:/usr/local/php82/sockets/|USER|.sock;"));
+    assert_eq!(
+        f.text.as_deref(),
+        Some("fastcgi_pass unix:/usr/local/php82/sockets/|USER|.sock;")
+    );
     assert_eq!(f.layer, Some("custom"));
     assert_eq!(f.socket.as_deref(), Some("/usr/local/php82/sockets/alice.sock"));
     assert_eq!(f.socket_state, Some("missing"));
-    assert_eq!(f.expected_socket.as_deref(), Some("/usr/local/php83/sockets/alice.sock"));
+    assert_eq!(
+        f.expected_socket.as_deref(),
+        Some("/usr/local/php83/sockets/alice.sock")
+    );
     assert_eq!(f.generated_copies.len(), 2, "port 80 and 443 copies");
     assert_eq!(r.verdict, "critical");
     let st = |d: &str| r.domains.iter().find(|x| x.domain == d).unwrap().status;
@@ -150,7 +189,11 @@ fn stale_cust_nginx_is_attributed_to_the_custom_layer_once() {
 fn healthy_server_is_ok_and_exit_zero() {
     let t = tempfile::tempdir().unwrap();
     base_tree(t.path());
-    std::fs::remove_file(t.path().join(format!("{U}/alice/domains/a.test.cust_nginx").trim_start_matches('/'))).unwrap();
+    std::fs::remove_file(
+        t.path()
+            .join(format!("{U}/alice/domains/a.test.cust_nginx").trim_start_matches('/')),
+    )
+    .unwrap();
     let conf = server_block("a.test www.a.test", "alice", "", false);
     write(t.path(), &format!("{U}/alice/nginx.conf"), &conf);
     for s in ["alice", "bob", "webapps"] {
@@ -180,11 +223,29 @@ fn user_scope_reads_only_that_user() {
     let t = tempfile::tempdir().unwrap();
     base_tree(t.path());
     // A broken file of another user must not matter to a --user bob scan.
-    write(t.path(), &format!("{U}/alice/nginx.conf"), "server { include /nope/missing.conf; ");
-    let r = run(t.path(), Scope { user: Some("bob".into()), domain: None }, false);
+    write(
+        t.path(),
+        &format!("{U}/alice/nginx.conf"),
+        "server { include /nope/missing.conf; ",
+    );
+    let r = run(
+        t.path(),
+        Scope {
+            user: Some("bob".into()),
+            domain: None,
+        },
+        false,
+    );
     assert!(r.domains.iter().all(|d| d.user == "bob"));
     assert!(r.findings.is_empty(), "{:#?}", r.findings);
-    let r = run(t.path(), Scope { user: None, domain: Some("a.test".into()) }, false);
+    let r = run(
+        t.path(),
+        Scope {
+            user: None,
+            domain: Some("a.test".into()),
+        },
+        false,
+    );
     assert!(r.domains.iter().all(|d| d.domain == "a.test"));
     assert!(!r.findings.is_empty());
 }
@@ -193,9 +254,24 @@ fn user_scope_reads_only_that_user() {
 fn unreadable_or_broken_config_is_unknown_not_healthy() {
     let t = tempfile::tempdir().unwrap();
     base_tree(t.path());
-    write(t.path(), &format!("{U}/bob/nginx.conf"), "server { include /etc/nginx/absent.conf; server_name b.test;\n");
-    let r = run(t.path(), Scope { user: Some("bob".into()), domain: None }, false);
-    assert!(r.findings.iter().any(|f| f.check == "unknown"), "{:#?}", r.findings);
+    write(
+        t.path(),
+        &format!("{U}/bob/nginx.conf"),
+        "server { include /etc/nginx/absent.conf; server_name b.test;\n",
+    );
+    let r = run(
+        t.path(),
+        Scope {
+            user: Some("bob".into()),
+            domain: None,
+        },
+        false,
+    );
+    assert!(
+        r.findings.iter().any(|f| f.check == "unknown"),
+        "{:#?}",
+        r.findings
+    );
     assert_eq!(r.domains[0].status, "unknown");
     assert_eq!(r.verdict, "unknown");
     assert_eq!(r.exit_code(), 3);
@@ -207,8 +283,15 @@ fn missing_options_conf_is_unknown() {
     base_tree(t.path());
     std::fs::remove_file(t.path().join("usr/local/directadmin/custombuild/options.conf")).unwrap();
     let r = run(t.path(), Scope::default(), false);
-    assert!(r.findings.iter().any(|f| f.check == "unknown" && f.message.contains("options.conf")));
-    assert!(r.domains.iter().all(|d| d.status == "unknown"), "{:#?}", r.domains);
+    assert!(r
+        .findings
+        .iter()
+        .any(|f| f.check == "unknown" && f.message.contains("options.conf")));
+    assert!(
+        r.domains.iter().all(|d| d.status == "unknown"),
+        "{:#?}",
+        r.domains
+    );
 }
 
 #[test]
@@ -224,10 +307,31 @@ fn upstream_and_set_variables_are_resolved_map_is_unknown() {
     let conf = "server {\n\tserver_name b.test;\n\tset $sock unix:/usr/local/php82/sockets/bob.sock;\n\
 \tlocation /a/ { fastcgi_pass php_bob; }\n\tlocation /b/ { fastcgi_pass $sock; }\n\tlocation /c/ { fastcgi_pass $dyn; }\n}\n";
     write(t.path(), &format!("{U}/bob/nginx.conf"), conf);
-    let r = run(t.path(), Scope { user: Some("bob".into()), domain: None }, false);
-    let socks: Vec<_> = r.findings.iter().map(|f| (f.socket.clone().unwrap_or_default(), f.severity)).collect();
-    assert!(socks.iter().filter(|(s, _)| s == "/usr/local/php82/sockets/bob.sock").count() == 2, "{socks:?}");
-    assert!(r.findings.iter().any(|f| f.severity == fpm_doctor::checks::Severity::Unknown && f.message.contains("$dyn")));
+    let r = run(
+        t.path(),
+        Scope {
+            user: Some("bob".into()),
+            domain: None,
+        },
+        false,
+    );
+    let socks: Vec<_> = r
+        .findings
+        .iter()
+        .map(|f| (f.socket.clone().unwrap_or_default(), f.severity))
+        .collect();
+    assert!(
+        socks
+            .iter()
+            .filter(|(s, _)| s == "/usr/local/php82/sockets/bob.sock")
+            .count()
+            == 2,
+        "{socks:?}"
+    );
+    assert!(r
+        .findings
+        .iter()
+        .any(|f| f.severity == fpm_doctor::checks::Severity::Unknown && f.message.contains("$dyn")));
 }
 
 #[test]
@@ -247,16 +351,34 @@ fn custom_template_and_overlay_layers() {
     );
     // An overlay copied over /etc/nginx/webapps.conf with the old webapps socket.
     let stale_webapps = "location ^~ /phpMyAdmin {\n\tlocation ~ \\.php$ {\n\t\tfastcgi_pass unix:/usr/local/php82/sockets/webapps.sock;\n\t}\n}\n";
-    write(t.path(), "/usr/local/directadmin/custombuild/custom/nginx/conf/webapps.conf", stale_webapps);
+    write(
+        t.path(),
+        "/usr/local/directadmin/custombuild/custom/nginx/conf/webapps.conf",
+        stale_webapps,
+    );
     write(t.path(), "/etc/nginx/webapps.conf", stale_webapps);
     let r = run(t.path(), Scope::default(), true);
-    let bob = r.findings.iter().find(|f| f.domain.as_deref() == Some("b.test") && f.layer == Some("template")).unwrap();
+    let bob = r
+        .findings
+        .iter()
+        .find(|f| f.domain.as_deref() == Some("b.test") && f.layer == Some("template"))
+        .unwrap();
     assert_eq!(bob.line, Some(6));
-    assert!(bob.file.as_deref().unwrap().ends_with("templates/custom/nginx_server.conf"));
+    assert!(bob
+        .file
+        .as_deref()
+        .unwrap()
+        .ends_with("templates/custom/nginx_server.conf"));
     let ov: Vec<_> = r.findings.iter().filter(|f| f.layer == Some("overlay")).collect();
     assert!(!ov.is_empty(), "{:#?}", r.findings);
-    assert!(ov.iter().all(|f| f.file.as_deref().unwrap().ends_with("custom/nginx/conf/webapps.conf")));
-    assert!(ov.iter().all(|f| f.expected_socket.as_deref() == Some("/usr/local/php83/sockets/webapps.sock")));
+    assert!(ov.iter().all(|f| f
+        .file
+        .as_deref()
+        .unwrap()
+        .ends_with("custom/nginx/conf/webapps.conf")));
+    assert!(ov
+        .iter()
+        .all(|f| f.expected_socket.as_deref() == Some("/usr/local/php83/sockets/webapps.sock")));
 }
 
 #[test]
@@ -264,15 +386,35 @@ fn subdomain_alias_and_disabled_slot() {
     let t = tempfile::tempdir().unwrap();
     base_tree(t.path());
     write(t.path(), &format!("{U}/bob/domains/b.test.subdomains"), "shop\n");
-    write(t.path(), &format!("{U}/bob/domains/b.test.pointers"), "b-alias.test=type=alias\n");
-    write(t.path(), &format!("{U}/bob/domains/b.test.conf"), "domain=b.test\nphp1_select=2\n");
-    let conf = server_block("b.test www.b.test b-alias.test", "bob", "", false) + &server_block("shop.b.test", "bob", "", false);
+    write(
+        t.path(),
+        &format!("{U}/bob/domains/b.test.pointers"),
+        "b-alias.test=type=alias\n",
+    );
+    write(
+        t.path(),
+        &format!("{U}/bob/domains/b.test.conf"),
+        "domain=b.test\nphp1_select=2\n",
+    );
+    let conf = server_block("b.test www.b.test b-alias.test", "bob", "", false)
+        + &server_block("shop.b.test", "bob", "", false);
     write(t.path(), &format!("{U}/bob/nginx.conf"), &conf);
-    let r = run(t.path(), Scope { user: Some("bob".into()), domain: None }, false);
+    let r = run(
+        t.path(),
+        Scope {
+            user: Some("bob".into()),
+            domain: None,
+        },
+        false,
+    );
     let names: Vec<_> = r.domains.iter().map(|d| d.domain.as_str()).collect();
     assert_eq!(names, vec!["b.test", "shop.b.test"]);
     assert_eq!(r.domains[1].parent.as_deref(), Some("b.test"));
-    let f = r.findings.iter().find(|f| f.message.contains("disabled")).unwrap();
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.message.contains("disabled"))
+        .unwrap();
     assert_eq!(f.line, Some(2));
     assert_eq!(f.text.as_deref(), Some("php1_select=2"));
 }
@@ -287,14 +429,32 @@ fn apache_mode_reads_httpd_and_cust_httpd() {
         "webserver=apache\nphp1_release=8.3\nphp1_mode=php-fpm\n",
     );
     let handler = "\t\tAddHandler \"proxy:unix:/usr/local/php82/sockets/bob.sock|fcgi://localhost\" .php\n";
-    write(t.path(), &format!("{U}/bob/domains/b.test.cust_httpd"), &format!("<FilesMatch \\.php$>\n{}</FilesMatch>\n", handler.replace("bob.sock", "|USER|.sock")));
+    write(
+        t.path(),
+        &format!("{U}/bob/domains/b.test.cust_httpd"),
+        &format!(
+            "<FilesMatch \\.php$>\n{}</FilesMatch>\n",
+            handler.replace("bob.sock", "|USER|.sock")
+        ),
+    );
     write(
         t.path(),
         &format!("{U}/bob/httpd.conf"),
         &format!("<VirtualHost 1.2.3.4:80>\n\tServerName www.b.test\n\tServerAlias b.test\n\t<FilesMatch \\.php$>\n{handler}\t</FilesMatch>\n</VirtualHost>\n"),
     );
-    let r = run(t.path(), Scope { user: Some("bob".into()), domain: None }, false);
-    let f = r.findings.iter().find(|f| f.check == "socket-drift").expect("finding");
+    let r = run(
+        t.path(),
+        Scope {
+            user: Some("bob".into()),
+            domain: None,
+        },
+        false,
+    );
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.check == "socket-drift")
+        .expect("finding");
     assert_eq!(f.layer, Some("custom"));
     assert!(f.file.as_deref().unwrap().ends_with("b.test.cust_httpd"));
     assert_eq!(f.line, Some(2));
