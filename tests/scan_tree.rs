@@ -459,3 +459,30 @@ fn apache_mode_reads_httpd_and_cust_httpd() {
     assert!(f.file.as_deref().unwrap().ends_with("b.test.cust_httpd"));
     assert_eq!(f.line, Some(2));
 }
+
+#[test]
+fn broken_cust_nginx_is_unknown() {
+    let t = tempfile::tempdir().unwrap();
+    base_tree(t.path());
+    write(
+        t.path(),
+        &format!("{U}/bob/domains/b.test.cust_nginx"),
+        "location ~ \\.php$ {\n\tfastcgi_pass \"unix:/x.sock;\n",
+    );
+    let r = run(
+        t.path(),
+        Scope {
+            user: Some("bob".into()),
+            domain: None,
+        },
+        false,
+    );
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.check == "unknown" && f.file.as_deref().unwrap().ends_with("b.test.cust_nginx")),
+        "{:#?}",
+        r.findings
+    );
+    assert_eq!(r.domains[0].status, "unknown");
+}

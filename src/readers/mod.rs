@@ -404,6 +404,11 @@ fn assemble_user(
             )
         })
         .collect();
+    for ((n, nh), d) in cust.iter().zip(&du.domains) {
+        for lf in n.iter().chain(nh.iter()) {
+            unknowns.extend(lf.unknowns(Some(&du.name), Some(&d.name)));
+        }
+    }
     let mut used: std::collections::HashSet<(String, usize)> = std::collections::HashSet::new();
     if nginx_side {
         let (raw, unk) = nginx::read_user(fs, &du.dir, &du.name, &global.upstreams);

@@ -466,6 +466,21 @@ impl LayerFile {
         LayerFile::parse(Layer::Custom, &c.path, c.src.clone())
     }
 
+    /// Parse errors as unknowns: a broken layer is not a healthy one.
+    pub fn unknowns(&self, user: Option<&str>, domain: Option<&str>) -> Vec<Unknown> {
+        self.parsed
+            .errors
+            .iter()
+            .map(|e| Unknown {
+                user: user.map(str::to_string),
+                domain: domain.map(str::to_string),
+                file: self.parsed.path.clone(),
+                line: Some(e.line),
+                reason: format!("parse error: {}", e.message),
+            })
+            .collect()
+    }
+
     /// The directive whose text, expanded for this user/domain, equals `raw`.
     pub fn find(&self, raw: &str, tokens: &Tokens) -> Option<&(String, Location, Option<String>)> {
         self.handlers
@@ -524,7 +539,11 @@ pub fn read_shared_layers(fs: &Fs, reverse: bool) -> SharedLayers {
     let mut out = SharedLayers::default();
     let read = |path: &str, layer: Layer, out: &mut SharedLayers| -> Option<LayerFile> {
         match fs.read(path) {
-            Ok(Some(src)) => Some(LayerFile::parse(layer, path, src)),
+            Ok(Some(src)) => {
+                let lf = LayerFile::parse(layer, path, src);
+                out.unknowns.extend(lf.unknowns(None, None));
+                Some(lf)
+            }
             Ok(None) => None,
             Err(reason) => {
                 out.unknowns.push(Unknown {
