@@ -50,7 +50,11 @@ fn assert_php_ok(d: &Daemons, https: bool, host: &str) {
         d.nginx_errors(),
         d.daemon_logs()
     );
-    assert_eq!(r.body.trim(), format!("sim-php-ok {host} fpm-fcgi"), "PHP must have run");
+    assert_eq!(
+        r.body.trim(),
+        format!("sim-php-ok {host} fpm-fcgi"),
+        "PHP must have run"
+    );
 }
 
 /// Steps 1–2: 200 on PHP 8.2; then the emulated upgrade to 8.3 (options.conf,
@@ -65,7 +69,11 @@ fn reach_drift(how: Stop) -> Scenario {
 
     let cust_before = std::fs::read(d.host(ALICE_CUST)).unwrap();
     sim::upgrade_php(d.root(), 1, "8.3").unwrap();
-    assert_eq!(std::fs::read(d.host(ALICE_CUST)).unwrap(), cust_before, "upgrade must not touch .cust_nginx");
+    assert_eq!(
+        std::fs::read(d.host(ALICE_CUST)).unwrap(),
+        cust_before,
+        "upgrade must not touch .cust_nginx"
+    );
     d.start_fpm("8.3");
     d.stop_fpm("8.2", how);
     let stale = d.host(DEAD_SOCKET).exists();
@@ -78,14 +86,24 @@ fn reach_drift(how: Stop) -> Scenario {
     assert_php_ok(d, false, "bob.test");
     assert_php_ok(d, true, "bob.test");
     let r = d.get(false, "alice.test", "/index.php");
-    assert_eq!(r.status, 502, "alice.test must fail after the upgrade: {r:?}\n{}", d.nginx_errors());
+    assert_eq!(
+        r.status,
+        502,
+        "alice.test must fail after the upgrade: {r:?}\n{}",
+        d.nginx_errors()
+    );
     let errno = match how {
         Stop::Graceful => "(2: No such file or directory)",
         Stop::Kill => "(111: Connection refused)",
     };
     let want = format!("connect() to unix:{DEAD_SOCKET} failed {errno}");
-    let log = std::fs::read_to_string(d.host("/var/log/nginx/domains/alice.test.error.log")).unwrap_or_default();
-    assert!(log.contains(&want), "alice.test.error.log lacks {want:?}:\n{}", d.nginx_errors());
+    let log =
+        std::fs::read_to_string(d.host("/var/log/nginx/domains/alice.test.error.log")).unwrap_or_default();
+    assert!(
+        log.contains(&want),
+        "alice.test.error.log lacks {want:?}:\n{}",
+        d.nginx_errors()
+    );
     sc
 }
 
@@ -125,8 +143,12 @@ fn assert_drift_report(d: &Daemons, state: &str) {
     assert_eq!(j["verdict"], "critical", "{pretty}");
     assert_eq!(code, 2, "exit code for critical\n{pretty}");
 
-    let drift: Vec<&Value> =
-        j["findings"].as_array().unwrap().iter().filter(|f| f["check"] == "socket-drift").collect();
+    let drift: Vec<&Value> = j["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "socket-drift")
+        .collect();
     assert_eq!(drift.len(), 1, "exactly one socket-drift finding\n{pretty}");
     let f = drift[0];
     let cust = std::fs::read_to_string(d.host(ALICE_CUST)).unwrap();
@@ -136,16 +158,26 @@ fn assert_drift_report(d: &Daemons, state: &str) {
     assert_eq!(f["file"], ALICE_CUST, "{pretty}");
     assert_eq!(f["line"], line, "{pretty}");
     assert!(
-        f["text"].as_str().unwrap_or("").contains(&format!("fastcgi_pass unix:{DEAD_SOCKET};")),
+        f["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("fastcgi_pass unix:{DEAD_SOCKET};")),
         "{pretty}"
     );
     assert_eq!(f["layer"], "custom", "{pretty}");
     assert_eq!(f["socket"], DEAD_SOCKET, "{pretty}");
     assert_eq!(f["socket_state"], state, "{pretty}");
-    assert_eq!(f["expected_socket"], "/usr/local/php83/sockets/alice.sock", "{pretty}");
+    assert_eq!(
+        f["expected_socket"], "/usr/local/php83/sockets/alice.sock",
+        "{pretty}"
+    );
     assert_eq!(f["severity"], "critical", "{pretty}");
     assert!(
-        j["findings"].as_array().unwrap().iter().all(|f| f["user"] != "bob"),
+        j["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["user"] != "bob"),
         "no finding for bob\n{pretty}"
     );
 
@@ -165,7 +197,10 @@ fn assert_drift_report(d: &Daemons, state: &str) {
     assert_eq!(alice["status"], "drift", "{pretty}");
     assert_eq!(alice["php_slot"], 1, "{pretty}");
     assert_eq!(alice["php_release"], "8.3", "{pretty}");
-    assert_eq!(alice["expected_socket"], "/usr/local/php83/sockets/alice.sock", "{pretty}");
+    assert_eq!(
+        alice["expected_socket"], "/usr/local/php83/sockets/alice.sock",
+        "{pretty}"
+    );
     let php = &j["php"][0];
     assert_eq!(php["slot"], 1, "{pretty}");
     assert_eq!(php["release"], "8.3", "{pretty}");
@@ -221,12 +256,16 @@ fn generated_config_passes_nginx_t() {
     assert!(ok, "nginx -t (nginx mode) failed:\n{out}");
 
     let opts = d.host("/usr/local/directadmin/custombuild/options.conf");
-    let text = std::fs::read_to_string(&opts).unwrap().replace("webserver=nginx\n", "webserver=nginx_apache\n");
+    let text = std::fs::read_to_string(&opts)
+        .unwrap()
+        .replace("webserver=nginx\n", "webserver=nginx_apache\n");
     std::fs::write(&opts, text).unwrap();
     sim::rewrite(d.root()).unwrap();
-    assert!(std::fs::read_to_string(d.host("/usr/local/directadmin/data/users/bob/nginx.conf"))
-        .unwrap()
-        .contains("proxy_pass http://"));
+    assert!(
+        std::fs::read_to_string(d.host("/usr/local/directadmin/data/users/bob/nginx.conf"))
+            .unwrap()
+            .contains("proxy_pass http://")
+    );
     let (ok, out) = d.nginx_test();
     assert!(ok, "nginx -t (nginx_apache mode) failed:\n{out}");
 }

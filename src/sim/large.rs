@@ -10,7 +10,12 @@ use std::path::Path;
 /// 7th domain selects slot 2). When `drift_every > 0`, every
 /// `drift_every`-th domain has a `.cust_nginx` hard-coding the gone php82
 /// socket; some others have a harmless `.cust_nginx`. Deterministic.
-pub fn generate_large(root: &Path, users: usize, domains_per_user: usize, drift_every: usize) -> io::Result<()> {
+pub fn generate_large(
+    root: &Path,
+    users: usize,
+    domains_per_user: usize,
+    drift_every: usize,
+) -> io::Result<()> {
     let mut s = SimServer::new("nginx", "8.3");
     s.php.push(("8.1".into(), "php-fpm".into()));
     let resellers = users.div_ceil(50).max(1);
@@ -22,28 +27,29 @@ pub fn generate_large(root: &Path, users: usize, domains_per_user: usize, drift_
         for j in 0..domains_per_user {
             k += 1;
             let mut d = SimDomain::new(&format!("{name}-d{}.test", j + 1));
-            if k % 7 == 0 {
+            if k.is_multiple_of(7) {
                 d.php1_select = Some(2);
             }
-            d.ssl = k % 4 == 0;
-            if k % 10 == 0 {
+            d.ssl = k.is_multiple_of(4);
+            if k.is_multiple_of(10) {
                 d.subdomains.push("shop".into());
             }
-            if k % 13 == 0 {
+            if k.is_multiple_of(13) {
                 d.aliases.push(format!("alias-{name}-{}.test", j + 1));
             }
-            if drift_every > 0 && k % drift_every == 0 {
+            if drift_every > 0 && k.is_multiple_of(drift_every) {
                 d.cust_nginx = Some(format!(
                     "location ~ \\.php$ {{\n\tfastcgi_pass unix:/usr/local/php82/sockets/{name}.sock;\n\
                      \tinclude /etc/nginx/fastcgi_params;\n}}\n"
                 ));
-            } else if k % 11 == 0 {
+            } else if k.is_multiple_of(11) {
                 d.cust_nginx = Some("client_max_body_size 256m;\n".into());
             }
             domains.push(d);
         }
         let creator = &s.resellers[i / 50];
-        s.users.push(SimUser::new(&name, creator, 10_000 + i as u32, domains));
+        s.users
+            .push(SimUser::new(&name, creator, 10_000 + i as u32, domains));
     }
     // Resellers and the admin are accounts too, without domains.
     for (n, r) in s.resellers.clone().iter().enumerate() {

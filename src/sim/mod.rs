@@ -243,13 +243,24 @@ pub fn write_tree(root: &Path, s: &SimServer) -> io::Result<()> {
 pub(crate) fn write_inputs(root: &Path, s: &SimServer) -> io::Result<()> {
     use rayon::prelude::*;
     let rt = s.runtime.clone();
-    let ip = rt.as_ref().map(|r| r.ip.clone()).unwrap_or_else(|| DEFAULT_IP.into());
+    let ip = rt
+        .as_ref()
+        .map(|r| r.ip.clone())
+        .unwrap_or_else(|| DEFAULT_IP.into());
 
     // CustomBuild's options.conf, with a few other realistic keys.
     let mut opts = format!("webserver={}\n", s.webserver);
     for slot in 0..4 {
-        let (rel, mode) = s.php.get(slot).cloned().unwrap_or(("no".into(), "php-fpm".into()));
-        opts.push_str(&format!("php{}_release={rel}\nphp{}_mode={mode}\n", slot + 1, slot + 1));
+        let (rel, mode) = s
+            .php
+            .get(slot)
+            .cloned()
+            .unwrap_or(("no".into(), "php-fpm".into()));
+        opts.push_str(&format!(
+            "php{}_release={rel}\nphp{}_mode={mode}\n",
+            slot + 1,
+            slot + 1
+        ));
     }
     opts.push_str(
         "secure_php=yes\nphp_ini_type=production\nopcache=no\nmysql_inst=mariadb\nmariadb=10.11\n\
@@ -257,7 +268,10 @@ pub(crate) fn write_inputs(root: &Path, s: &SimServer) -> io::Result<()> {
     );
     write_file(root, &format!("{DA_DIR}/custombuild/options.conf"), &opts)?;
 
-    let (p80, p443) = rt.as_ref().map(|r| (r.http_port, r.https_port)).unwrap_or((80, 443));
+    let (p80, p443) = rt
+        .as_ref()
+        .map(|r| (r.http_port, r.https_port))
+        .unwrap_or((80, 443));
     let dac = format!(
         "servername={HOSTNAME}\nethernet_dev=eth0\nport_80={p80}\nport_443={p443}\nport_8080=8080\n\
          port_8081=8081\nnginx={}\nnginx_proxy={}\nssl=1\n",
@@ -280,7 +294,10 @@ pub(crate) fn write_inputs(root: &Path, s: &SimServer) -> io::Result<()> {
         }
     }
     write_file(root, SIM_CONF, &sim)?;
-    let cert = match (rt.as_ref().and_then(|r| r.ssl_cert.clone()), rt.as_ref().and_then(|r| r.ssl_key.clone())) {
+    let cert = match (
+        rt.as_ref().and_then(|r| r.ssl_cert.clone()),
+        rt.as_ref().and_then(|r| r.ssl_key.clone()),
+    ) {
         (Some(c), Some(k)) => Some((fs::read_to_string(c)?, fs::read_to_string(k)?)),
         _ => None,
     };
@@ -317,16 +334,26 @@ pub(crate) fn write_inputs(root: &Path, s: &SimServer) -> io::Result<()> {
         write_file(root, &format!("{}/{c}/users.list", users_dir()), &lines(&created))?;
     }
 
-    users.par_iter().try_for_each(|u| write_user(root, u, &ip, cert.as_ref()))?;
+    users
+        .par_iter()
+        .try_for_each(|u| write_user(root, u, &ip, cert.as_ref()))?;
 
     write_passwd(root, s, &users)?;
 
     // What DA/CustomBuild create once: log dirs, the default docroot,
     // DA's shipped templates (rewrite uses its built-in copies of these).
-    for d in ["/var/log/nginx/domains", "/var/log/httpd/domains", "/var/www/html"] {
+    for d in [
+        "/var/log/nginx/domains",
+        "/var/log/httpd/domains",
+        "/var/www/html",
+    ] {
         mkdir(root, d, 0o755)?;
     }
-    write_file(root, "/var/www/html/index.html", "<html><body>Apache is functioning normally</body></html>\n")?;
+    write_file(
+        root,
+        "/var/www/html/index.html",
+        "<html><body>Apache is functioning normally</body></html>\n",
+    )?;
     for (name, text) in rewrite::BUILTIN_TEMPLATES.iter() {
         write_file(root, &format!("{DA_DIR}/data/templates/{name}"), text)?;
     }
@@ -345,7 +372,8 @@ fn lines(v: &[String]) -> String {
 }
 
 /// A PHP page that proves PHP ran and which site answered.
-pub const INDEX_PHP: &str = "<?php echo \"sim-php-ok \", $_SERVER['SERVER_NAME'], \" \", php_sapi_name(), \"\\n\";\n";
+pub const INDEX_PHP: &str =
+    "<?php echo \"sim-php-ok \", $_SERVER['SERVER_NAME'], \" \", php_sapi_name(), \"\\n\";\n";
 
 fn write_user(root: &Path, u: &SimUser, ip: &str, cert: Option<&(String, String)>) -> io::Result<()> {
     let udir = format!("{}/{}", users_dir(), u.name);
@@ -439,17 +467,29 @@ fn write_passwd(root: &Path, s: &SimServer, users: &[SimUser]) -> io::Result<()>
     let mut pw = String::new();
     let mut gr = String::new();
     for (n, id, home) in &sys {
-        let shell = if *id == 0 { "/bin/bash" } else { "/usr/sbin/nologin" };
+        let shell = if *id == 0 {
+            "/bin/bash"
+        } else {
+            "/usr/sbin/nologin"
+        };
         pw.push_str(&format!("{n}:x:{id}:{id}:{n}:{home}:{shell}\n"));
         gr.push_str(&format!("{n}:x:{id}:\n"));
     }
     // DA's `access` group lets the web servers into users' homes.
-    let web = if s.webserver == "apache" { "apache".to_string() } else { format!("{},apache", s.nginx_user) };
+    let web = if s.webserver == "apache" {
+        "apache".to_string()
+    } else {
+        format!("{},apache", s.nginx_user)
+    };
     gr.push_str(&format!("access:x:979:{web}\n"));
     let mut sorted: Vec<&SimUser> = users.iter().collect();
     sorted.sort_by_key(|u| u.uid);
     for u in sorted {
-        pw.push_str(&format!("{n}:x:{id}:{id}::/home/{n}:/bin/false\n", n = u.name, id = u.uid));
+        pw.push_str(&format!(
+            "{n}:x:{id}:{id}::/home/{n}:/bin/false\n",
+            n = u.name,
+            id = u.uid
+        ));
         gr.push_str(&format!("{n}:x:{id}:\n", n = u.name, id = u.uid));
     }
     write_file(root, "/etc/passwd", &pw)?;

@@ -35,7 +35,9 @@ enum Stop {
 }
 
 fn is_name(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn parse_cond(s: &str) -> Option<Cond> {
@@ -148,7 +150,9 @@ fn eval(nodes: &[Node], tokens: &mut Tokens, out: &mut String) {
             }
             Node::If(cond, then, other) => {
                 let yes = match cond {
-                    Cond::Eq(name, v, neg) => (tokens.get(name).map(String::as_str).unwrap_or("") == v) != *neg,
+                    Cond::Eq(name, v, neg) => {
+                        (tokens.get(name).map(String::as_str).unwrap_or("") == v) != *neg
+                    }
                     Cond::Truthy(name, neg) => {
                         let v = tokens.get(name).map(String::as_str).unwrap_or("");
                         (!v.is_empty() && v != "0") != *neg
@@ -185,7 +189,10 @@ mod tests {
     use super::*;
 
     fn toks(pairs: &[(&str, &str)]) -> Tokens {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -204,7 +211,8 @@ mod tests {
     #[test]
     fn conditionals_nest_and_assignments_apply() {
         let t = toks(&[("A", "1"), ("B", "x")]);
-        let src = "|*if A=\"1\"|a|*if B=\"y\"|by|*else|bn|*endif||*else|na|*endif|-|?C=z||C|-|*if !D|nod|*endif|";
+        let src =
+            "|*if A=\"1\"|a|*if B=\"y\"|by|*else|bn|*endif||*else|na|*endif|-|?C=z||C|-|*if !D|nod|*endif|";
         assert_eq!(render(src, &t), "abn-z-nod");
         assert_eq!(render("|*if B!=\"x\"|1|*else|2|*endif|", &t), "2");
     }

@@ -37,7 +37,8 @@ fn small() -> SimServer {
     u.domains[0].cust_nginx_https = Some("add_header X-Https-Only |DOMAIN|;\n".into());
     let mut legacy = SimDomain::new("legacy.test");
     legacy.php1_select = Some(2);
-    legacy.cust_nginx = Some("# docroot |DOCROOT| user |USER| php1 |PHP1_RELEASE| php2 |PHP2_RELEASE|\n".into());
+    legacy.cust_nginx =
+        Some("# docroot |DOCROOT| user |USER| php1 |PHP1_RELEASE| php2 |PHP2_RELEASE|\n".into());
     u.domains.push(legacy);
     s
 }
@@ -48,21 +49,47 @@ fn writer_produces_da_layout() {
     let r = t.path();
     write_tree(r, &small()).unwrap();
     let opts = read(r, "/usr/local/directadmin/custombuild/options.conf");
-    for l in ["webserver=nginx", "php1_release=8.2", "php1_mode=php-fpm", "php2_release=8.1", "php3_release=no"] {
+    for l in [
+        "webserver=nginx",
+        "php1_release=8.2",
+        "php1_mode=php-fpm",
+        "php2_release=8.1",
+        "php3_release=no",
+    ] {
         assert!(opts.lines().any(|x| x == l), "options.conf lacks {l}:\n{opts}");
     }
     assert_eq!(read(r, "/usr/local/directadmin/data/admin/admin.list"), "admin\n");
-    assert_eq!(read(r, "/usr/local/directadmin/data/users/admin/users.list"), "alice\nbob\n");
+    assert_eq!(
+        read(r, "/usr/local/directadmin/data/users/admin/users.list"),
+        "alice\nbob\n"
+    );
     let uc = read(r, "/usr/local/directadmin/data/users/bob/user.conf");
-    for l in ["username=bob", "creator=admin", "usertype=user", "domain=bob.test"] {
+    for l in [
+        "username=bob",
+        "creator=admin",
+        "usertype=user",
+        "domain=bob.test",
+    ] {
         assert!(uc.lines().any(|x| x == l), "user.conf lacks {l}");
     }
     let users = "/usr/local/directadmin/data/users";
-    assert_eq!(read(r, &format!("{users}/bob/domains.list")), "bob.test\nlegacy.test\n");
+    assert_eq!(
+        read(r, &format!("{users}/bob/domains.list")),
+        "bob.test\nlegacy.test\n"
+    );
     assert!(read(r, &format!("{users}/bob/domains/legacy.test.conf")).contains("php1_select=2\n"));
-    assert_eq!(read(r, &format!("{users}/bob/domains/bob.test.subdomains")), "shop\n");
-    assert_eq!(read(r, &format!("{users}/bob/domains/bob.test.pointers")), "bob-alias.test=type=alias\n");
-    assert_eq!(read(r, &format!("{users}/alice/domains/alice.test.cust_nginx")), DEMO_CUST_NGINX);
+    assert_eq!(
+        read(r, &format!("{users}/bob/domains/bob.test.subdomains")),
+        "shop\n"
+    );
+    assert_eq!(
+        read(r, &format!("{users}/bob/domains/bob.test.pointers")),
+        "bob-alias.test=type=alias\n"
+    );
+    assert_eq!(
+        read(r, &format!("{users}/alice/domains/alice.test.cust_nginx")),
+        DEMO_CUST_NGINX
+    );
 
     // FPM: masters per release, pools per user, webapps in slot 1 only.
     let m82 = read(r, "/usr/local/php82/etc/php-fpm.conf");
@@ -83,7 +110,9 @@ fn writer_produces_da_layout() {
     ] {
         assert!(pool.lines().any(|x| x == l), "pool lacks {l}:\n{pool}");
     }
-    assert!(read(r, &format!("{users}/alice/php/php-fpm81.conf")).contains("/usr/local/php81/sockets/alice.sock"));
+    assert!(
+        read(r, &format!("{users}/alice/php/php-fpm81.conf")).contains("/usr/local/php81/sockets/alice.sock")
+    );
     assert!(host(r, "/usr/local/php82/sockets").is_dir());
 
     // nginx: global files and generated per-user files.
@@ -94,7 +123,8 @@ fn writer_produces_da_layout() {
         read(r, "/etc/nginx/directadmin-vhosts.conf"),
         format!("include {users}/admin/nginx.conf;\ninclude {users}/alice/nginx.conf;\ninclude {users}/bob/nginx.conf;\n")
     );
-    assert!(read(r, "/etc/nginx/webapps.conf").contains("fastcgi_pass unix:/usr/local/php82/sockets/webapps.sock;"));
+    assert!(read(r, "/etc/nginx/webapps.conf")
+        .contains("fastcgi_pass unix:/usr/local/php82/sockets/webapps.sock;"));
     assert!(read(r, "/etc/nginx/fastcgi_params").contains("SCRIPT_FILENAME"));
     let php = read(r, &format!("{users}/alice/nginx_php.conf"));
     assert!(php.contains("fastcgi_pass unix:/usr/local/php82/sockets/alice.sock;"));
@@ -104,13 +134,21 @@ fn writer_produces_da_layout() {
     assert!(alice.contains("error_log /var/log/nginx/domains/alice.test.error.log;"));
     assert!(alice.contains("root /home/alice/domains/alice.test/public_html;"));
     // The custom block comes before DA's PHP include (first regex wins).
-    let cust = alice.find("fastcgi_pass unix:/usr/local/php82/sockets/alice.sock;").unwrap();
-    let inc = alice.find(&format!("include {users}/alice/nginx_php.conf;")).unwrap();
+    let cust = alice
+        .find("fastcgi_pass unix:/usr/local/php82/sockets/alice.sock;")
+        .unwrap();
+    let inc = alice
+        .find(&format!("include {users}/alice/nginx_php.conf;"))
+        .unwrap();
     assert!(cust < inc);
     assert!(!alice.contains("listen 192.0.2.10:443"));
 
     let bob = read(r, &format!("{users}/bob/nginx.conf"));
-    assert_eq!(bob.matches("listen 192.0.2.10:443 ssl;").count(), 2, "bob.test + shop over SSL");
+    assert_eq!(
+        bob.matches("listen 192.0.2.10:443 ssl;").count(),
+        2,
+        "bob.test + shop over SSL"
+    );
     assert!(bob.contains("server_name bob.test www.bob.test bob-alias.test www.bob-alias.test;"));
     assert!(bob.contains("server_name shop.bob.test www.shop.bob.test;"));
     assert!(bob.contains("root /home/bob/domains/bob.test/public_html/shop;"));
@@ -128,7 +166,11 @@ fn writer_produces_da_layout() {
     assert!(read(r, "/etc/group").contains("\nnginx:x:981:"));
     assert!(read(r, "/home/alice/domains/alice.test/public_html/index.php").contains("sim-php-ok"));
     assert!(host(r, "/home/bob/domains/bob.test/public_html/shop/index.php").is_file());
-    assert!(fs::symlink_metadata(host(r, "/home/bob/domains/bob.test/private_html")).unwrap().is_symlink());
+    assert!(
+        fs::symlink_metadata(host(r, "/home/bob/domains/bob.test/private_html"))
+            .unwrap()
+            .is_symlink()
+    );
     assert!(!host(r, &format!("{users}/bob/httpd.conf")).exists());
 }
 
@@ -154,13 +196,18 @@ fn upgrade_moves_generated_sockets_but_not_custom_files() {
     let cust = host(r, &format!("{users}/alice/domains/alice.test.cust_nginx"));
     let before = fs::read(&cust).unwrap();
     upgrade_php(r, 1, "8.3").unwrap();
-    assert_eq!(fs::read(&cust).unwrap(), before, ".cust_nginx must be byte-identical");
+    assert_eq!(
+        fs::read(&cust).unwrap(),
+        before,
+        ".cust_nginx must be byte-identical"
+    );
     let opts = read(r, "/usr/local/directadmin/custombuild/options.conf");
     assert!(opts.contains("php1_release=8.3\n") && opts.contains("php2_release=8.1\n"));
     assert!(!opts.contains("php1_release=8.2"));
     let php = read(r, &format!("{users}/bob/nginx_php.conf"));
     assert!(php.contains("fastcgi_pass unix:/usr/local/php83/sockets/bob.sock;"));
-    assert!(read(r, &format!("{users}/bob/php/php-fpm83.conf")).contains("listen = /usr/local/php83/sockets/bob.sock"));
+    assert!(read(r, &format!("{users}/bob/php/php-fpm83.conf"))
+        .contains("listen = /usr/local/php83/sockets/bob.sock"));
     assert!(read(r, "/usr/local/php83/etc/php-fpm.conf").contains("/usr/local/php83/sockets/webapps.sock"));
     assert!(read(r, "/etc/nginx/webapps.conf").contains("unix:/usr/local/php83/sockets/webapps.sock;"));
     // The generated vhost still inlines the hard-coded php82 path: the drift.
@@ -194,7 +241,10 @@ fn custom_templates_and_overlays_survive_rewrite() {
     .unwrap();
     upgrade_php(r, 1, "8.3").unwrap();
     let php = read(r, "/usr/local/directadmin/data/users/bob/nginx_php.conf");
-    assert!(php.contains("fastcgi_pass unix:/usr/local/php82/sockets/bob.sock;"), "{php}");
+    assert!(
+        php.contains("fastcgi_pass unix:/usr/local/php82/sockets/bob.sock;"),
+        "{php}"
+    );
     assert!(php.contains("# upgraded") && !php.contains("still 82"));
     assert!(read(r, "/etc/nginx/webapps.conf").contains("php82/sockets/webapps.sock"));
 }
@@ -242,7 +292,10 @@ fn runtime_is_written_into_the_tree() {
     });
     write_tree(r, &s).unwrap();
     let main = read(r, "/etc/nginx/nginx.conf");
-    assert!(main.contains("pid        /run/nginx.pid;") && main.contains("client_body_temp_path /run/nginx-temp/body;"));
+    assert!(
+        main.contains("pid        /run/nginx.pid;")
+            && main.contains("client_body_temp_path /run/nginx-temp/body;")
+    );
     let alice = read(r, "/usr/local/directadmin/data/users/alice/nginx.conf");
     assert!(alice.contains("listen 127.0.0.1:28080;"));
     assert!(host(r, "/run/nginx-temp").is_dir());
@@ -269,22 +322,4 @@ fn large_tree_has_requested_size() {
     assert_eq!(domains, 500);
     assert_eq!(drifted, 50);
     assert!(read(r, "/usr/local/directadmin/data/admin/reseller.list").starts_with("res001\nres002\n"));
-}
-
-#[test]
-#[ignore = "manual: dump a demo tree to /tmp/simdump"]
-fn dump_demo() {
-    let r = Path::new("/tmp/simdump");
-    let _ = fs::remove_dir_all(r);
-    write_tree(r, &small()).unwrap();
-    upgrade_php(r, 1, "8.3").unwrap();
-}
-
-#[test]
-#[ignore = "manual timing: 10,000 domains"]
-fn large_timing() {
-    let t = tempfile::tempdir().unwrap();
-    let start = std::time::Instant::now();
-    generate_large(t.path(), 2000, 5, 50).unwrap();
-    eprintln!("10,000 domains in {:?}", start.elapsed());
 }

@@ -59,7 +59,11 @@ pub fn require_tools() {
 /// A currently free TCP port on 127.0.0.1 (the OS hands out distinct ones,
 /// so tests running in parallel do not collide).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Self-signed certificate + key (PEM) made by `openssl req`.
@@ -67,7 +71,15 @@ pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
     fs::create_dir_all(dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-nodes", "-days", "2", "-subj", "/CN=server.sim.test"])
+        .args([
+            "req",
+            "-x509",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=server.sim.test",
+        ])
         .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
         .arg("-keyout")
         .arg(&key)
@@ -75,7 +87,11 @@ pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
         .arg(&cert)
         .output()
         .unwrap();
-    assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (cert, key)
 }
 
@@ -155,8 +171,16 @@ impl Daemons {
         for d in TREE_DIRS {
             fs::create_dir_all(root.join(&d[1..])).unwrap();
         }
-        fs::write(stage.join("passwd"), merged_db(&root.join("etc/passwd"), "/etc/passwd")).unwrap();
-        fs::write(stage.join("group"), merged_db(&root.join("etc/group"), "/etc/group")).unwrap();
+        fs::write(
+            stage.join("passwd"),
+            merged_db(&root.join("etc/passwd"), "/etc/passwd"),
+        )
+        .unwrap();
+        fs::write(
+            stage.join("group"),
+            merged_db(&root.join("etc/group"), "/etc/group"),
+        )
+        .unwrap();
 
         // /usr/local is always overlaid (tmpfs + the host's entries bound
         // back), so php prefixes can be added later. Other dirs are bound
@@ -201,7 +225,9 @@ impl Daemons {
             .stderr(Stdio::piped());
         let mut holder = spawn_guarded(&mut cmd).expect("run unshare");
         let mut line = String::new();
-        BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(holder.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         if line.trim() != "ready" {
             let _ = holder.kill();
             let out = holder.wait_with_output().unwrap();
@@ -236,7 +262,11 @@ impl Daemons {
 
     /// Run a command inside the namespace.
     pub fn run(&self, program: &str, args: &[&str]) -> Output {
-        self.ns_cmd(program).args(args).stdin(Stdio::null()).output().unwrap()
+        self.ns_cmd(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 
     /// Bind `T/usr/local/phpXY` dirs that appeared after start (an upgrade).
@@ -247,7 +277,11 @@ impl Daemons {
             script.push_str(&format!("mountpoint -q {p} || bind_dir {t} {p}\n"));
         }
         let out = self.run("sh", &["-c", &script]);
-        assert!(out.status.success(), "mount php prefix: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mount php prefix: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Start a php-fpm master for `release` ("8.2") on
@@ -297,7 +331,10 @@ impl Daemons {
 
     pub fn stop_fpm(&mut self, release: &str, how: Stop) {
         let name = format!("php-fpm{}", release.replace('.', ""));
-        let mut child = self.procs.remove(&name).unwrap_or_else(|| panic!("{name} not running"));
+        let mut child = self
+            .procs
+            .remove(&name)
+            .unwrap_or_else(|| panic!("{name} not running"));
         let pid = child.id() as i32;
         match how {
             Stop::Graceful => unsafe {
@@ -352,7 +389,11 @@ impl Daemons {
         let master = self.procs["nginx"].id();
         let old = children_of(master);
         let out = self.run(NGINX, &["-e", "/var/log/nginx/error.log", "-s", "reload"]);
-        assert!(out.status.success(), "nginx -s reload: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "nginx -s reload: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         self.wait_for("nginx workers restarted after reload", |d| {
             d.check_alive("nginx");
             let now = children_of(master);
@@ -363,13 +404,21 @@ impl Daemons {
     /// `nginx -t` inside the namespace: (success, output).
     pub fn nginx_test(&self) -> (bool, String) {
         let out = self.run(NGINX, &["-t", "-e", "/var/log/nginx/error.log"]);
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         (out.status.success(), text)
     }
 
     /// GET `https?://host:port/path` sent to 127.0.0.1 with curl.
     pub fn get(&self, https: bool, host: &str, path: &str) -> Resp {
-        let (scheme, port) = if https { ("https", self.port("port_443")) } else { ("http", self.port("port_80")) };
+        let (scheme, port) = if https {
+            ("https", self.port("port_443"))
+        } else {
+            ("http", self.port("port_80"))
+        };
         let out = Command::new("curl")
             .args(["-sS", "-k", "--max-time", "10", "-w", "\n%{http_code}"])
             .arg("--resolve")
@@ -393,7 +442,10 @@ impl Daemons {
             .map(|r| r.map(|e| e.unwrap().path()).collect())
             .unwrap_or_default();
         doms.sort();
-        files.extend(doms.into_iter().filter(|p| p.to_string_lossy().ends_with("error.log")));
+        files.extend(
+            doms.into_iter()
+                .filter(|p| p.to_string_lossy().ends_with("error.log")),
+        );
         for f in files {
             if let Ok(t) = fs::read_to_string(&f) {
                 if !t.is_empty() {
@@ -423,7 +475,11 @@ impl Daemons {
     fn check_alive(&mut self, name: &str) {
         if let Some(c) = self.procs.get_mut(name) {
             if let Some(st) = c.try_wait().unwrap() {
-                panic!("{name} exited ({st}):\n{}{}", self.daemon_logs(), self.nginx_errors());
+                panic!(
+                    "{name} exited ({st}):\n{}{}",
+                    self.daemon_logs(),
+                    self.nginx_errors()
+                );
             }
         }
     }
@@ -433,7 +489,11 @@ impl Daemons {
         let start = Instant::now();
         while !ok(self) {
             if start.elapsed() > WAIT {
-                panic!("timed out waiting for {what}:\n{}{}", self.daemon_logs(), self.nginx_errors());
+                panic!(
+                    "timed out waiting for {what}:\n{}{}",
+                    self.daemon_logs(),
+                    self.nginx_errors()
+                );
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -485,10 +545,16 @@ fn tree_php_prefixes(root: &Path) -> Vec<String> {
 fn children_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
         // Fields after the `(comm)`: state, ppid, …
-        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else { continue };
+        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else {
+            continue;
+        };
         if rest.split_whitespace().nth(1).and_then(|v| v.parse::<u32>().ok()) == Some(pid) {
             out.push(p);
         }
