@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# FPM Doctor build entry point.
+#   ./build.sh test    install missing system packages, then run every test
+#   ./build.sh [build] static binary + tarball (not yet implemented)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+# --- test ------------------------------------------------------------------
+
+# The end-to-end tests run the real daemons: nginx, php-fpm 8.2 (Debian 12's
+# PHP), curl, openssl, and unshare/nsenter from util-linux.
+install_test_deps() {
+    local want=() nginx=0
+    [ -x /usr/sbin/nginx ] || nginx=1
+    [ -x /usr/sbin/php-fpm8.2 ] || want+=(php8.2-fpm)
+    command -v php8.2 >/dev/null 2>&1 || want+=(php8.2-cli)
+    command -v curl >/dev/null 2>&1 || want+=(curl)
+    command -v openssl >/dev/null 2>&1 || want+=(openssl)
+    { command -v unshare && command -v nsenter && command -v mountpoint; } >/dev/null 2>&1 || want+=(util-linux)
+    command -v mount >/dev/null 2>&1 || want+=(mount)
+    # TODO(later suites): mariadb-server (DA's database), chromium (UI checks):
+    # command -v mariadbd >/dev/null 2>&1 || want+=(mariadb-server)
+    # command -v chromium >/dev/null 2>&1 || want+=(chromium)
+    if [ "$nginx" -eq 0 ] && [ "${#want[@]}" -eq 0 ]; then
+        return 0
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "build.sh: missing test dependencies; run as root so they can be installed" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    if [ "$nginx" -eq 1 ]; then
+        # nginx-light is enough; the full package is the fallback.
+        if apt-cache show nginx-light >/dev/null 2>&1; then want+=(nginx-light); else want+=(nginx); fi
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" </dev/null
+    # Debian may start nginx/php-fpm services on install; the tests do not
+    # use them: they run their own daemons in a private mount namespace.
+}
+
+run_tests() {
+    install_test_deps
+    cargo test --all-targets
+}
+
+# --- build (TODO: packaging, owned by someone else) -------------------------
+
+run_build() {
+    # TODO(packaging): build the static binary (musl) and the plugin tarball.
+    echo "build.sh: packaging not yet implemented" >&2
+    exit 1
+}
+
+case "${1:-build}" in
+    test) run_tests ;;
+    build) run_build ;;
+    *)
+        echo "usage: $0 [build|test]" >&2
+        exit 2
+        ;;
+esac
