@@ -21,6 +21,9 @@ pub enum Layer {
     Overlay,
     /// `/etc/nginx` itself.
     Global,
+    /// DirectAdmin's panel data (a domain's conf: `php1_select`), which DA
+    /// reads, never rewrites.
+    Panel,
 }
 
 impl Layer {
@@ -31,6 +34,7 @@ impl Layer {
             Layer::Template => "template",
             Layer::Overlay => "overlay",
             Layer::Global => "global",
+            Layer::Panel => "panel",
         }
     }
 }

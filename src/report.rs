@@ -59,12 +59,27 @@ fn finding(out: &mut String, st: &Style, f: &Finding, indent: &str) {
         let _ = writeln!(out, "{indent}    expected {}", sanitize(e));
     }
     let _ = writeln!(out, "{indent}    {}", sanitize(&f.message));
+    let how = if f.layer == Some("overlay") {
+        "copied by CustomBuild to"
+    } else {
+        "inlined by DirectAdmin into"
+    };
     for c in &f.generated_copies {
+        let _ = writeln!(out, "{indent}    {how} {}:{}", sanitize(&c.file), c.line);
+    }
+    if f.affected_domains.len() > 1 {
+        let shown: Vec<String> = f.affected_domains.iter().take(5).map(|d| sanitize(d)).collect();
+        let more = f.affected_domains.len().saturating_sub(5);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "{indent}    inlined by DirectAdmin into {}:{} (generated)",
-            sanitize(&c.file),
-            c.line
+            "{indent}    breaks {} domains: {}{more}",
+            f.affected_domains.len(),
+            shown.join(", ")
         );
     }
 }
@@ -138,7 +153,12 @@ pub fn human(r: &Report, color: bool, verbose: bool) -> String {
         if bad.is_empty() && fs.is_empty() && !verbose {
             continue;
         }
-        let _ = writeln!(out, "\n{}", st.paint("1", &sanitize(&u)));
+        let title = if u == "(server)" {
+            "server-wide".to_string()
+        } else {
+            sanitize(&u)
+        };
+        let _ = writeln!(out, "\n{}", st.paint("1", &title));
         for d in &rows {
             let listed = bad.iter().any(|b| b.domain == d.domain);
             if !listed && !verbose {
@@ -164,20 +184,28 @@ pub fn human(r: &Report, color: bool, verbose: bool) -> String {
             for f in fs.get(&d.domain).into_iter().flatten() {
                 finding(&mut out, &st, f, "    ");
             }
+            for f in r
+                .findings
+                .iter()
+                .filter(|f| f.domain.is_none() && f.affected_domains.contains(&d.domain))
+            {
+                let _ = writeln!(
+                    out,
+                    "    {} {} in a server-wide layer: {}:{} (see above)",
+                    st.sev(f.severity),
+                    f.check,
+                    sanitize(f.file.as_deref().unwrap_or("")),
+                    f.line.unwrap_or(0)
+                );
+            }
         }
         for (dom, list) in fs {
             if rows.iter().any(|d| &d.domain == dom) {
                 continue;
             }
-            let _ = writeln!(
-                out,
-                "  {}",
-                if dom.is_empty() {
-                    "(no domain)".into()
-                } else {
-                    sanitize(dom)
-                }
-            );
+            if !dom.is_empty() {
+                let _ = writeln!(out, "  {}", sanitize(dom));
+            }
             for f in list {
                 finding(&mut out, &st, f, "    ");
             }

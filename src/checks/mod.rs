@@ -56,6 +56,9 @@ pub struct Finding {
     /// Copies of the same text in files DA generates.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub generated_copies: Vec<Evidence>,
+    /// Every domain this text breaks (a server-wide layer breaks many).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub affected_domains: Vec<String>,
     /// Byte span of `text` in `file` (for repairs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub span: Option<(usize, usize)>,
@@ -78,6 +81,7 @@ impl Finding {
             message,
             socket_detail: None,
             generated_copies: vec![],
+            affected_domains: vec![],
             span: None,
         }
     }

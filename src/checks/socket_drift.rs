@@ -138,7 +138,7 @@ and would 502 if the earlier one went away",
             None => String::new(),
         };
         f.message = format!(
-            "PHP requests for {domain} go to {sock}, which {}: nginx answers 502{want}",
+            "PHP requests go to {sock}, which {}: the web server answers 502{want}",
             describe(state)
         );
         return Some(f);
@@ -149,13 +149,13 @@ and would 502 if the earlier one went away",
     f.severity = Severity::Warning;
     f.message = if live {
         format!(
-            "{domain} is served through {sock}, which is live but is not the socket the panel expects ({}); \
+            "PHP is served through {sock}, which is live but is not the socket the panel expects ({}); \
 fine if deliberate, drift if left over",
             expected.unwrap_or_default()
         )
     } else {
         format!(
-            "{domain} is served through {sock} (not probed), not the expected {}",
+            "PHP is served through {sock} (not probed), not the expected {}",
             expected.unwrap_or_default()
         )
     };
@@ -180,10 +180,28 @@ fn merge(findings: Vec<Finding>) -> Vec<Finding> {
     let mut out: Vec<Finding> = Vec::new();
     let mut index: HashMap<MergeKey, usize> = HashMap::new();
     for f in findings {
-        let key = (f.domain.clone(), f.file.clone(), f.span, f.socket.clone());
+        // Server-wide layers explain many domains at once: one finding, all domains listed.
+        let per_domain = !matches!(f.layer, Some("overlay") | Some("global") | Some("template"));
+        let key = (
+            if per_domain { f.domain.clone() } else { None },
+            f.file.clone(),
+            f.span,
+            f.socket.clone(),
+        );
         match index.get(&key) {
             Some(&i) => {
                 let o = &mut out[i];
+                if let Some(d) = &f.domain {
+                    if !o.affected_domains.contains(d) {
+                        o.affected_domains.push(d.clone());
+                    }
+                }
+                if o.user != f.user {
+                    o.user = None;
+                }
+                if o.affected_domains.len() > 1 {
+                    o.domain = None;
+                }
                 for c in f.generated_copies {
                     if !o.generated_copies.contains(&c) {
                         o.generated_copies.push(c);
@@ -196,6 +214,8 @@ fn merge(findings: Vec<Finding>) -> Vec<Finding> {
             }
             None => {
                 index.insert(key, out.len());
+                let mut f = f;
+                f.affected_domains = f.domain.iter().cloned().collect();
                 out.push(f);
             }
         }
@@ -244,7 +264,7 @@ DirectAdmin has no PHP-FPM to send it to",
                 f.text = Some(at.text.clone());
                 f.span = Some((at.start, at.end));
             }
-            f.layer = Some("custom");
+            f.layer = Some(crate::model::Layer::Panel.as_str());
             findings.push(f);
         }
         Some(s) if !s.is_fpm() => {

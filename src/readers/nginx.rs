@@ -487,6 +487,15 @@ impl LayerFile {
             .iter()
             .find(|(arg, _, _)| expand_tokens(arg, tokens).iter().any(|e| e == raw))
     }
+
+    /// For a byte copy (a CustomBuild overlay copied over `/etc/nginx`): the
+    /// directive at the same span with the same text, so the second of two
+    /// identical `fastcgi_pass` lines maps to the second, not the first.
+    pub fn find_same_place(&self, at: &Location) -> Option<&(String, Location, Option<String>)> {
+        self.handlers
+            .iter()
+            .find(|(_, loc, _)| loc.start == at.start && loc.end == at.end && loc.text == at.text)
+    }
 }
 
 /// Builds a model handler from a raw one, tracing it to its source layer.
@@ -497,7 +506,13 @@ impl LayerFile {
 pub fn attribute(h: &RawHandler, candidates: &[&LayerFile], tokens: &Tokens, file_layer: Layer) -> Handler {
     let webapps = matches!(&h.target, Target::Endpoint(Endpoint::Unix(p)) if p.ends_with("/webapps.sock"));
     for lf in candidates {
-        if let Some((_, loc, _)) = lf.find(&h.raw_target, tokens) {
+        let found = match lf.layer {
+            Layer::Overlay => lf
+                .find_same_place(&h.at)
+                .or_else(|| lf.find(&h.raw_target, tokens)),
+            _ => lf.find(&h.raw_target, tokens),
+        };
+        if let Some((_, loc, _)) = found {
             return Handler {
                 kind: HandlerKind::Nginx,
                 raw_target: h.raw_target.clone(),
