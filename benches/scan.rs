@@ -82,7 +82,7 @@ fn main() {
         let _ = fpm_doctor::scan::scan(
             &cfg,
             &Scope {
-                user: Some("user0".into()),
+                user: Some("u00001".into()),
                 domain: None,
             },
         )
