@@ -536,6 +536,10 @@ fn handshake(fd: &OwnedFd, deadline: Instant) -> ProbeResult {
             Err(Errno::EINTR) | Err(Errno::EAGAIN) => {}
             Err(e) => {
                 let mut d = errtext("recv()", e);
+                if e == Errno::ECONNRESET {
+                    // Closing with our request unread makes the kernel reset.
+                    d = format!("peer closed the connection without answering GET_VALUES ({d})");
+                }
                 if !buf.is_empty() {
                     d.push_str(&format!("; first bytes: {}", first_bytes(&buf)));
                 }
