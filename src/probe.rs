@@ -596,7 +596,11 @@ impl Prober {
     /// Probe one endpoint. Never panics; never takes much longer than
     /// `timeout` (plus DNS for a TCP host name, itself bounded).
     pub fn probe(&self, ep: &Endpoint) -> ProbeResult {
-        let deadline = Instant::now() + self.timeout;
+        // checked_add: an absurd configured timeout must not panic.
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 86400));
         match ep {
             Endpoint::Unix(path) => self.probe_unix(path, deadline),
             Endpoint::Tcp { host, port } => self.probe_tcp(host, *port, deadline),
@@ -862,19 +866,23 @@ impl Prober {
         let next = AtomicUsize::new(0);
         let mut out = BTreeMap::new();
         std::thread::scope(|s| {
+            let work = || {
+                let mut mine = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(ep) = unique.get(i) else { break };
+                    mine.push(((*ep).clone(), self.probe(ep)));
+                }
+                mine
+            };
+            // Builder instead of s.spawn: thread creation can fail (limits),
+            // and that must not panic; fewer threads just take longer.
             let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut mine = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(ep) = unique.get(i) else { break };
-                            mine.push(((*ep).clone(), self.probe(ep)));
-                        }
-                        mine
-                    })
-                })
+                .map_while(|_| std::thread::Builder::new().spawn_scoped(s, work).ok())
                 .collect();
+            if handles.is_empty() {
+                out.extend(work());
+            }
             for h in handles {
                 // A panicking probe would be a bug; its endpoints are filled
                 // in below instead of taking the whole run down.
@@ -935,9 +943,13 @@ fn resolve_host(host: &str, port: u16, deadline: Instant) -> Result<Vec<SocketAd
     }
     let (tx, rx) = std::sync::mpsc::channel();
     let name = format!("{host}:{port}");
-    std::thread::spawn(move || {
+    let lookup = move || {
         let _ = tx.send(name.to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
-    });
+    };
+    // Detached on purpose: a hung lookup is abandoned at the deadline.
+    if let Err(e) = std::thread::Builder::new().spawn(lookup) {
+        return Err(format!("{host}: cannot start resolver thread: {e}"));
+    }
     match rx.recv_timeout(remaining(deadline)) {
         Ok(Ok(a)) if !a.is_empty() => Ok(a),
         Ok(Ok(_)) => Err(format!("{host}: resolves to no address")),

@@ -471,6 +471,12 @@ fn probe_fake_tcp() {
     assert_eq!(r.state, SocketState::NotProbed);
     assert!(!r.detail.is_empty());
 
+    // Accepted by the kernel, never answered.
+    let mute = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ep = Endpoint::parse_nginx(&format!("127.0.0.1:{}", mute.local_addr().unwrap().port())).unwrap();
+    let r = prober(&live(), 200, None).probe(&ep);
+    assert_eq!(r.state, SocketState::Timeout, "{}", r.detail);
+
     // A port nobody listens on.
     let free = TcpListener::bind("127.0.0.1:0")
         .unwrap()
