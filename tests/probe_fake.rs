@@ -133,7 +133,11 @@ fn probe_fake_silent_peer_times_out() {
     let t = Instant::now();
     let r = prober(&live(), 200, None).probe(&unix(&sock));
     assert_eq!(r.state, SocketState::Timeout, "{}", r.detail);
-    assert!(t.elapsed() < Duration::from_millis(800), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
@@ -142,11 +146,11 @@ fn probe_fake_http_peer_is_not_fastcgi() {
     let sock = d.path().join("http.sock");
     serve(UnixListener::bind(&sock).unwrap(), http);
     let t = Instant::now();
-    let r = prober(&live(), 2000, None).probe(&unix(&sock));
+    let r = prober(&live(), 5000, None).probe(&unix(&sock));
     assert_eq!(r.state, SocketState::NotFastcgi, "{}", r.detail);
     assert!(r.detail.contains("HTTP/1.0 200 OK"), "{}", r.detail);
     assert!(
-        t.elapsed() < Duration::from_millis(1000),
+        t.elapsed() < Duration::from_millis(3000),
         "judged early, took {:?}",
         t.elapsed()
     );
@@ -198,11 +202,11 @@ fn probe_fake_full_backlog_is_busy() {
         assert!(held.len() < 1000, "backlog never filled");
     }
     let t = Instant::now();
-    let r = prober(&live(), 1000, None).probe(&unix(&sock));
+    let r = prober(&live(), 3000, None).probe(&unix(&sock));
     assert_eq!(r.state, SocketState::Busy, "{}", r.detail);
     assert!(r.detail.contains("(11)"), "{}", r.detail);
     assert!(
-        t.elapsed() < Duration::from_millis(500),
+        t.elapsed() < Duration::from_millis(2000),
         "must not block: {:?}",
         t.elapsed()
     );
