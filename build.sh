@@ -70,9 +70,9 @@ build_binary() {
 # after the tarball, so no version in the name).
 run_build() {
     build_binary
-    local stage
-    stage=$(mktemp -d)
-    trap 'rm -rf "$stage"' EXIT
+    STAGE=$(mktemp -d)
+    trap 'rm -rf "$STAGE"' EXIT
+    local stage="$STAGE"
     cp plugin.conf "$stage/"
     local version
     version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
