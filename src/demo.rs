@@ -105,29 +105,17 @@ fn add_server_wide_drift(root: &Path) -> std::io::Result<()> {
         "server\n{\n|CUSTOM|\n\tlisten 80;\n\tserver_name |SUB|.|DOMAIN| www.|SUB|.|DOMAIN|;\n\troot |DOCROOT|;\n\
 \tlocation ~ \\.php$ {\n\t\tinclude /etc/nginx/fastcgi_params;\n\t\tfastcgi_pass unix:/usr/local/php82/sockets/|USER|.sock;\n\t}\n}\n",
     )?;
-    // An overlay copied over /etc/nginx/nginx.conf by CustomBuild: webapps on 8.2.
+    // An admin's CustomBuild overlay of nginx.conf, written for 8.2: the
+    // hostname's server block with webmail inline on the old webapps socket.
     let ov = host("/usr/local/directadmin/custombuild/custom/nginx/conf/nginx.conf");
     std::fs::create_dir_all(ov.parent().unwrap())?;
     let live = std::fs::read_to_string(host("/etc/nginx/nginx.conf"))?;
-    let stale = live.replace(
-        "/usr/local/php83/sockets/webapps.sock",
-        "/usr/local/php82/sockets/webapps.sock",
-    );
-    let stale = if stale == live {
-        // The simulator's nginx.conf keeps webapps in webapps.conf: overlay that file instead.
-        let wa = std::fs::read_to_string(host("/etc/nginx/webapps.conf")).unwrap_or_default();
-        let ov2 = host("/usr/local/directadmin/custombuild/custom/nginx/conf/webapps.conf");
-        std::fs::write(
-            ov2,
-            wa.replace(
-                "/usr/local/php83/sockets/webapps.sock",
-                "/usr/local/php82/sockets/webapps.sock",
-            ),
-        )?;
-        live
-    } else {
-        stale
-    };
+    let hostname_block =
+        "\tserver {\n\t\tlisten 80 default_server;\n\t\tserver_name server.sim.test localhost;\n\
+\t\troot /var/www/html;\n\t\t# webmail, set up by hand in 2022\n\t\tlocation ^~ /roundcube {\n\
+\t\t\tlocation ~ \\.php$ {\n\t\t\t\tinclude /etc/nginx/fastcgi_params;\n\
+\t\t\t\tfastcgi_pass unix:/usr/local/php82/sockets/webapps.sock;\n\t\t\t}\n\t\t}\n\t}\n";
+    let stale = live.replace("\tinclude /etc/nginx/nginx-vhosts.conf;\n", hostname_block);
     std::fs::write(ov, stale)?;
     sim::rewrite(root)
 }
