@@ -486,3 +486,204 @@ fn broken_cust_nginx_is_unknown() {
     );
     assert_eq!(r.domains[0].status, "unknown");
 }
+
+#[test]
+fn isolated_fpm_pool_listen_is_the_expected_socket() {
+    let t = tempfile::tempdir().unwrap();
+    base_tree(t.path());
+    // isolated_fpm: the user's own master listens where the pool says.
+    let own = "/usr/local/php83/sockets/bob/bob.sock";
+    write(
+        t.path(),
+        &format!("{U}/bob/php/php-fpm83.conf"),
+        &format!("[bob]\nuser = bob\nlisten = {own}\n"),
+    );
+    write(t.path(), &format!("{U}/bob/nginx_php.conf"), &php_location(own));
+    serve_fcgi(bind(t.path(), own));
+    serve_fcgi(bind(t.path(), "/usr/local/php83/sockets/webapps.sock"));
+    let r = run(
+        t.path(),
+        Scope {
+            user: Some("bob".into()),
+            domain: None,
+        },
+        true,
+    );
+    assert_eq!(r.domains[0].expected_socket.as_deref(), Some(own));
+    assert!(
+        r.findings.iter().all(|f| f.check != "socket-drift"),
+        "{:#?}",
+        r.findings
+    );
+    // A custom snippet still naming the shared-pool path is now the odd one out.
+    write(
+        t.path(),
+        &format!("{U}/bob/domains/b.test.cust_nginx"),
+        "location ~ \\.php$ { fastcgi_pass unix:/usr/local/php83/sockets/bob.sock; }\n",
+    );
+    let r = run(
+        t.path(),
+        Scope {
+            user: Some("bob".into()),
+            domain: None,
+        },
+        true,
+    );
+    let f = r.findings.iter().find(|f| f.check == "socket-drift").unwrap();
+    assert_eq!(f.expected_socket.as_deref(), Some(own));
+    assert_eq!(f.layer, Some("custom"));
+}
+
+#[test]
+fn several_admin_accounts_are_all_scanned() {
+    let t = tempfile::tempdir().unwrap();
+    base_tree(t.path());
+    write(
+        t.path(),
+        "/usr/local/directadmin/data/admin/admin.list",
+        "admin\nadmin2\n",
+    );
+    for a in ["admin", "admin2"] {
+        let d = format!("{a}.test");
+        user(t.path(), a, &[&d], &server_block(&d, a, "", false), "83");
+        write(
+            t.path(),
+            &format!("{U}/{a}/user.conf"),
+            "creator=root\nusertype=admin\n",
+        );
+    }
+    let r = run(t.path(), Scope::default(), false);
+    for d in ["admin.test", "admin2.test", "a.test", "b.test"] {
+        assert!(r.domains.iter().any(|x| x.domain == d), "{d} missing");
+    }
+}
+
+#[test]
+fn socket_the_nginx_worker_cannot_open_is_permission_denied() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    base_tree(t.path());
+    let l = bind(t.path(), "/usr/local/php83/sockets/bob.sock");
+    let p = t.path().join("usr/local/php83/sockets/bob.sock");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    nix::unistd::chown(
+        &p,
+        Some(nix::unistd::Uid::from_raw(12345)),
+        Some(nix::unistd::Gid::from_raw(12345)),
+    )
+    .unwrap();
+    serve_fcgi(l);
+    let r = run(
+        t.path(),
+        Scope {
+            user: Some("bob".into()),
+            domain: None,
+        },
+        true,
+    );
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.check == "socket-drift")
+        .expect("finding");
+    assert_eq!(
+        f.socket_state,
+        Some("permission_denied"),
+        "root may connect, nginx (uid 101) may not"
+    );
+    assert_eq!(f.severity, fpm_doctor::checks::Severity::Critical);
+}
+
+#[test]
+fn tcp_fastcgi_listener_is_probed_when_enabled() {
+    use std::io::{Read, Write};
+    let t = tempfile::tempdir().unwrap();
+    base_tree(t.path());
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut hdr = [0u8; 8];
+            if c.read_exact(&mut hdr).is_err() {
+                continue;
+            }
+            let mut body = vec![0u8; u16::from_be_bytes([hdr[4], hdr[5]]) as usize + hdr[6] as usize];
+            let _ = c.read_exact(&mut body);
+            let _ = c.write_all(&[1u8, 10, 0, 0, 0, 0, 0, 0]);
+        }
+    });
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let conf = format!(
+        "server {{\n\tserver_name b.test;\n\tlocation ~ \\.php$ {{ fastcgi_pass 127.0.0.1:{port}; }}\n\
+\tlocation /old/ {{ fastcgi_pass 127.0.0.1:{dead_port}; }}\n}}\n"
+    );
+    write(t.path(), &format!("{U}/bob/nginx.conf"), &conf);
+    let mut cfg = Config::load(None, Some(t.path())).unwrap();
+    cfg.probe.tcp = Some(true);
+    cfg.probe.timeout_ms = 500;
+    let r = scan(
+        &cfg,
+        &Scope {
+            user: Some("bob".into()),
+            domain: None,
+        },
+    )
+    .unwrap();
+    let states: Vec<_> = r
+        .findings
+        .iter()
+        .map(|f| (f.socket.clone().unwrap(), f.socket_state.unwrap()))
+        .collect();
+    assert!(
+        states.contains(&(format!("127.0.0.1:{port}"), "listening")),
+        "{states:?}"
+    );
+    assert!(
+        states.contains(&(format!("127.0.0.1:{dead_port}"), "refused")),
+        "{states:?}"
+    );
+    let live = r
+        .findings
+        .iter()
+        .find(|f| f.socket_state == Some("listening"))
+        .unwrap();
+    assert_eq!(
+        live.severity,
+        fpm_doctor::checks::Severity::Warning,
+        "live, but not the panel's socket"
+    );
+}
+
+#[test]
+fn nginx_apache_mode_uses_apache_for_proxied_domains_and_nginx_for_nginx_only() {
+    let t = tempfile::tempdir().unwrap();
+    base_tree(t.path());
+    write(
+        t.path(),
+        "/usr/local/directadmin/custombuild/options.conf",
+        "webserver=nginx_apache\nphp1_release=8.3\nphp1_mode=php-fpm\n",
+    );
+    // bob: proxied to Apache, whose httpd.conf has a stale handler.
+    write(
+        t.path(),
+        &format!("{U}/bob/nginx.conf"),
+        "server {\n\tserver_name b.test www.b.test;\n\tlocation / { proxy_pass http://1.2.3.4:8080; }\n}\n",
+    );
+    write(
+        t.path(),
+        &format!("{U}/bob/httpd.conf"),
+        "<VirtualHost 1.2.3.4:8080>\n\tServerName b.test\n\tAddHandler \"proxy:unix:/usr/local/php82/sockets/bob.sock|fcgi://localhost\" .php\n</VirtualHost>\n",
+    );
+    write(t.path(), &format!("{U}/alice/httpd.conf"), "");
+    let r = run(t.path(), Scope::default(), true);
+    let b = r
+        .findings
+        .iter()
+        .find(|f| f.domain.as_deref() == Some("b.test"))
+        .expect("bob's apache finding");
+    assert!(b.file.as_deref().unwrap().ends_with("bob/httpd.conf"));
+    assert_eq!(b.layer, Some("generated"));
+    assert_eq!(b.line, Some(3));
+}
