@@ -94,5 +94,5 @@ fn main() {
     println!("  cat of all files (baseline)   {:>10.2?}", median(cat));
     println!("  scan --no-probe               {:>10.2?}", median(scan_np));
     println!("  scan (probing sockets)        {:>10.2?}", median(scan_p));
-    println!("  scan --user user0             {:>10.2?}", median(one_user));
+    println!("  scan --user u00001            {:>10.2?}", median(one_user));
 }
