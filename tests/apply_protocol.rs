@@ -425,3 +425,18 @@ fn retention_prunes_old_entries_and_backups() {
     let m = std::fs::metadata(t.host("/var/lib/fpm_doctor/journal")).unwrap();
     assert_eq!(m.mode() & 0o777, 0o700);
 }
+
+#[test]
+fn edits_that_change_nothing_are_a_recorded_no_op() {
+    let t = Tree::standard("[commands]\nnginx_reload = \"/bin/false\"\n");
+    let rep = apply::apply(
+        &t.cfg,
+        &[t.plan(CUST, OLD_SOCK, OLD_SOCK)],
+        &ApplyOptions::default(),
+    );
+    assert_eq!(rep.outcome, Outcome::Ok, "{rep:#?}");
+    assert_eq!(rep.files[0].state, FileState::Unchanged);
+    assert!(rep.steps.is_empty());
+    assert!(t.queue_lines().is_empty());
+    assert_eq!(apply::history(&t.cfg)[0].state, JState::Applied);
+}

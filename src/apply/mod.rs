@@ -75,12 +75,16 @@ pub struct Plan {
     pub advice: Option<String>,
 }
 
+/// The verify callback: re-scan the touched domains, connect to their
+/// sockets; `Err` ⇒ roll back.
+pub type VerifyFn<'a> = &'a dyn Fn(&Config) -> Result<(), String>;
+
 /// Everything the caller adds to a run.
 #[derive(Default)]
 pub struct ApplyOptions<'a> {
     /// Called after reload: re-scan the touched domains, connect to their
     /// sockets. `Err` ⇒ roll back.
-    pub verify: Option<&'a dyn Fn(&Config) -> Result<(), String>>,
+    pub verify: Option<VerifyFn<'a>>,
     /// TEST ONLY: a name from [`FAULT_POINTS`]; the process kills itself
     /// (SIGKILL) right after that step.
     pub fault: Option<String>,
@@ -251,14 +255,28 @@ struct Change {
 
 /// Edits grouped per file (sorted by path: a stable order for journal and
 /// reports).
-fn by_file(plans: &[Plan]) -> BTreeMap<&str, Vec<&Edit>> {
-    let mut m: BTreeMap<&str, Vec<&Edit>> = BTreeMap::new();
+/// Keyed by the normalised path, so `/a//b` and `/a/./b` are one file
+/// (two keys for one file would let the second write clobber the first).
+fn by_file(plans: &[Plan]) -> BTreeMap<String, Vec<&Edit>> {
+    let mut m: BTreeMap<String, Vec<&Edit>> = BTreeMap::new();
     for p in plans {
         for e in &p.edits {
-            m.entry(e.file.as_str()).or_default().push(e);
+            m.entry(normalize(&e.file)).or_default().push(e);
         }
     }
     m
+}
+
+/// `/a//./b` → `/a/b`. `..` is kept (and refused by `prepare`): it could
+/// name a file outside what the plan meant.
+fn normalize(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let body = parts.join("/");
+    if path.starts_with('/') {
+        format!("/{body}")
+    } else {
+        body
+    }
 }
 
 /// Read every file (no symlinks, regular only) and compute its new bytes.
@@ -280,15 +298,15 @@ fn prepare(cfg: &Config, plans: &[Plan]) -> Result<Vec<Change>, Vec<String>> {
     }
     let mut out = Vec::new();
     for (file, edits) in by_file(plans) {
-        if !file.starts_with('/') {
-            errs.push(format!("{file}: not an absolute server path"));
+        if !file.starts_with('/') || file.split('/').any(|c| c == "..") {
+            errs.push(format!("{file}: not an absolute server path without `..`"));
             continue;
         }
-        let r = DirEntry::open(&cfg.host(file)).and_then(|dir| {
+        let r = DirEntry::open(&cfg.host(&file)).and_then(|dir| {
             let (orig, meta) = dir.read()?;
             let new = splice(&orig, &edits)?;
             Ok(Change {
-                file: file.to_string(),
+                file: file.clone(),
                 dir,
                 orig,
                 new,
@@ -316,14 +334,14 @@ fn prepare(cfg: &Config, plans: &[Plan]) -> Result<Vec<Change>, Vec<String>> {
 pub fn diff(cfg: &Config, plans: &[Plan]) -> String {
     let mut out = String::new();
     for (file, edits) in by_file(plans) {
-        let r = DirEntry::open(&cfg.host(file))
+        let r = DirEntry::open(&cfg.host(&file))
             .and_then(|d| d.read())
             .and_then(|(orig, _)| {
                 let new = splice(&orig, &edits)?;
                 Ok((orig, new))
             });
         match r {
-            Ok((orig, new)) => out.push_str(&unified(file, &orig, &new)),
+            Ok((orig, new)) => out.push_str(&unified(&file, &orig, &new)),
             Err(e) => out.push_str(&format!("# {file}: {e}\n")),
         }
     }
@@ -430,6 +448,16 @@ fn run_txn(
         .collect();
     for c in &changes {
         rep.set_file(&c.file, FileState::Planned, None);
+    }
+    if changes.is_empty() {
+        // Nothing to write: no rewrite, no reload. Recorded as a no-op.
+        entry.state = JState::Applied;
+        entry.error = Some("no-op: the edits change nothing".into());
+        if let Err(e) = journal::save(cfg, &entry) {
+            return rep.fail(Outcome::Failed, format!("journal: {e}"));
+        }
+        rep.outcome = Outcome::Ok;
+        return rep;
     }
 
     // 2. Journal the intent before touching anything.
@@ -914,6 +942,23 @@ mod tests {
             splice(src, &[&e(0, 2, b"ab", b"1"), &e(2, 4, b"cd", b"2")]).unwrap(),
             b"12ef"
         );
+    }
+
+    #[test]
+    fn paths_are_normalised_so_one_file_is_one_group() {
+        assert_eq!(normalize("/a//./b/"), "/a/b");
+        let mk = |f: &str| Plan {
+            finding: String::new(),
+            safety: Safety::Safe,
+            edits: vec![Edit {
+                file: f.into(),
+                ..e(0, 1, b"a", b"b")
+            }],
+            rewrite_users: vec![],
+            target: Target::Nginx,
+            advice: None,
+        };
+        assert_eq!(by_file(&[mk("/x/y"), mk("/x//./y")]).len(), 1);
     }
 
     #[test]
