@@ -36,6 +36,13 @@ pub struct Paths {
     /// Account database, parsed by hand: a static binary must not call NSS.
     pub passwd: String,
     pub group: String,
+    /// Our own state (repair journal, backups, lock). Outside the plugin
+    /// folder: DA replaces that folder on update.
+    pub state_dir: String,
+    /// DA's task queue: rewrite and notify requests are appended here.
+    pub task_queue: String,
+    /// DA's queue processor, run to process `task_queue` now.
+    pub dataskq: String,
 }
 
 impl Default for Paths {
@@ -53,6 +60,9 @@ impl Default for Paths {
             php_prefix: "/usr/local/php{XY}".into(),
             passwd: "/etc/passwd".into(),
             group: "/etc/group".into(),
+            state_dir: "/var/lib/fpm_doctor".into(),
+            task_queue: format!("{da}/data/task.queue"),
+            dataskq: format!("{da}/dataskq"),
         }
     }
 }
@@ -91,11 +101,72 @@ impl Default for ProbeSettings {
     }
 }
 
+/// Commands the apply protocol runs. Each is split like a shell would
+/// (no shell runs it). `None` = the default, which is OFF when the root is
+/// not `/` (an offline copy must never reload the host's nginx); an empty
+/// string turns a command off explicitly.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandSettings {
+    /// Per-user rewrite, `{user}` substituted. Default: DA's task.queue.
+    pub rewrite: Option<String>,
+    /// Default `nginx -t`.
+    pub nginx_test: Option<String>,
+    /// Default `systemctl reload nginx` under systemd, else `nginx -s reload`.
+    pub nginx_reload: Option<String>,
+    /// Default `apachectl -t`.
+    pub apache_test: Option<String>,
+    /// Default `systemctl reload httpd` under systemd, else `apachectl graceful`.
+    pub apache_reload: Option<String>,
+    /// Run `dataskq` after queueing. Default: when the root is `/` and it exists.
+    pub run_dataskq: Option<bool>,
+    /// How long to wait for DA to consume our task.queue lines.
+    pub rewrite_wait_secs: u64,
+    /// Timeout of each command.
+    pub timeout_secs: u64,
+}
+
+impl Default for CommandSettings {
+    fn default() -> Self {
+        CommandSettings {
+            rewrite: None,
+            nginx_test: None,
+            nginx_reload: None,
+            apache_test: None,
+            apache_reload: None,
+            run_dataskq: None,
+            rewrite_wait_secs: 30,
+            timeout_secs: 60,
+        }
+    }
+}
+
+/// Repair bookkeeping.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApplySettings {
+    /// Journal entries (and their backups) kept; older ones are pruned.
+    pub keep_repairs: usize,
+    /// How long a repair waits for another one to finish.
+    pub lock_wait_secs: u64,
+}
+
+impl Default for ApplySettings {
+    fn default() -> Self {
+        ApplySettings {
+            keep_repairs: 50,
+            lock_wait_secs: 60,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
     pub paths: Paths,
     pub probe: ProbeSettings,
+    pub commands: CommandSettings,
+    pub apply: ApplySettings,
 }
 
 /// The resolved configuration of one run.
@@ -105,6 +176,8 @@ pub struct Config {
     pub root: PathBuf,
     pub paths: Paths,
     pub probe: ProbeSettings,
+    pub commands: CommandSettings,
+    pub apply: ApplySettings,
     /// `--no-probe`: report `not_probed` instead of touching sockets.
     pub no_probe: bool,
 }
@@ -115,6 +188,8 @@ impl Default for Config {
             root: PathBuf::from("/"),
             paths: Paths::default(),
             probe: ProbeSettings::default(),
+            commands: CommandSettings::default(),
+            apply: ApplySettings::default(),
             no_probe: false,
         }
     }
@@ -138,6 +213,8 @@ impl Config {
             root,
             paths: file.paths,
             probe: file.probe,
+            commands: file.commands,
+            apply: file.apply,
             no_probe: false,
         })
     }

@@ -2,6 +2,7 @@
 //! DirectAdmin servers. See ARCHITECTURE.md for the map and its invariants.
 
 pub mod accounts;
+pub mod apply;
 pub mod checks;
 pub mod config;
 pub mod demo;
