@@ -10,6 +10,7 @@ pub mod model;
 pub mod nginx;
 pub mod probe;
 pub mod readers;
+pub mod repair;
 pub mod report;
 pub mod scan;
 pub mod sim;

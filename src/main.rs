@@ -51,6 +51,49 @@ enum Cmd {
         #[arg(long, short)]
         verbose: bool,
     },
+    /// Plan and apply repairs for socket drift, in layers that survive a rebuild.
+    Repair {
+        #[command(flatten)]
+        common: Common,
+        /// Repair this domain.
+        #[arg(long, conflicts_with_all = ["user", "all"])]
+        domain: Option<String>,
+        /// Repair every domain of this user.
+        #[arg(long, conflicts_with = "all")]
+        user: Option<String>,
+        /// Repair the whole server.
+        #[arg(long)]
+        all: bool,
+        /// Show the plans and the diff; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply without asking (plans marked `safe` and `confirm`).
+        #[arg(long)]
+        yes: bool,
+        /// Only plans marked `safe` (what the CustomBuild hook applies).
+        #[arg(long)]
+        safe_only: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List past repairs (newest last).
+    History {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Undo a repair: restores the exact previous bytes if the files still hold what it wrote.
+    Undo {
+        #[command(flatten)]
+        common: Common,
+        repair_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the DirectAdmin rewrite emulator on a simulated tree (tests, demo).
+    #[command(hide = true)]
+    SimRewrite { dir: PathBuf },
     /// Show the documentation of a check.
     Explain {
         /// Check id, e.g. socket-drift; omit to list them.
@@ -83,6 +126,107 @@ fn print_report(r: &scan::Report, json: bool, verbose: bool) {
     } else {
         print!("{}", report::human(r, std::io::stdout().is_terminal(), verbose));
     }
+}
+
+fn print_apply(r: &fpm_doctor::apply::ApplyReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r).expect("report serialises"));
+        return;
+    }
+    println!("repair {}: {:?}", r.repair_id, r.outcome);
+    for f in &r.files {
+        println!("  {:?}  {}", f.state, report::sanitize(&f.file));
+    }
+    for s in &r.steps {
+        println!("  step {}", report::sanitize(&s.summary()));
+    }
+    if let Some(e) = &r.error {
+        println!("  error: {}", report::sanitize(e));
+    }
+    if let Some(d) = &r.diff {
+        print!("{}", report::sanitize_diff(d));
+    }
+}
+
+/// Asks on a terminal; a closed or non-terminal stdin is a "no", never a hang.
+fn confirm(question: &str) -> bool {
+    use std::io::{BufRead, Write};
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    print!("{question} [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    match std::io::stdin().lock().read_line(&mut line) {
+        Ok(0) | Err(_) => false,
+        Ok(_) => matches!(line.trim(), "y" | "Y" | "yes"),
+    }
+}
+
+fn cmd_repair(
+    cfg: &Config,
+    scope: Scope,
+    dry_run: bool,
+    yes: bool,
+    safe_only: bool,
+    json: bool,
+) -> Result<i32, String> {
+    use fpm_doctor::apply::Safety;
+    use fpm_doctor::repair;
+    let proposal = repair::propose(cfg, &scope)?;
+    let max = if safe_only { Safety::Safe } else { Safety::Confirm };
+    let selected = proposal.selected(max);
+    if !json {
+        if proposal.planned.is_empty() {
+            println!("nothing to repair");
+        }
+        for p in &proposal.planned {
+            let chosen = selected.iter().any(|s| std::ptr::eq(*s, p));
+            println!(
+                "{:?}{} {}",
+                p.plan.safety,
+                if chosen { "" } else { " (not selected)" },
+                report::sanitize(&p.plan.finding)
+            );
+            if let Some(a) = &p.plan.advice {
+                println!("    {}", report::sanitize(a));
+            }
+            if !p.plan.rewrite_users.is_empty() {
+                println!(
+                    "    then DirectAdmin rewrites the configs of: {}",
+                    report::sanitize(&p.plan.rewrite_users.join(", "))
+                );
+            }
+        }
+        print!("{}", report::sanitize_diff(&proposal.diff));
+    }
+    if dry_run || selected.is_empty() {
+        if json {
+            let v = serde_json::json!({"outcome": if dry_run { "dry_run" } else { "nothing_to_do" }, "plans": proposal.planned, "diff": proposal.diff});
+            println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+        }
+        return Ok(0);
+    }
+    if !yes && !confirm(&format!("Apply {} repair(s)?", selected.len())) {
+        if json {
+            let v = serde_json::json!({"outcome": "not_confirmed", "plans": proposal.planned, "diff": proposal.diff});
+            println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+        } else {
+            println!("not applied (answer y on a terminal, or pass --yes)");
+        }
+        return Ok(1);
+    }
+    let r = repair::execute(cfg, &selected, std::env::var("FPM_DOCTOR_FAULT").ok());
+    if json {
+        let v = serde_json::json!({
+            "repair_id": r.repair_id, "outcome": r.outcome, "files": r.files, "steps": r.steps,
+            "error": r.error, "recovered": r.recovered, "plans": proposal.planned, "diff": proposal.diff,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+    } else {
+        print_apply(&r, false);
+    }
+    Ok(repair::exit_code(&r))
 }
 
 fn run() -> Result<i32, String> {
@@ -120,6 +264,61 @@ fn run() -> Result<i32, String> {
                     );
                 }
             }
+            Ok(0)
+        }
+        Cmd::Repair {
+            common,
+            domain,
+            user,
+            all,
+            dry_run,
+            yes,
+            safe_only,
+            json,
+        } => {
+            if domain.is_none() && user.is_none() && !all {
+                return Err("say what to repair: --domain D, --user U or --all".into());
+            }
+            let cfg = Config::load(common.config.as_deref(), common.root.as_deref())?;
+            cmd_repair(&cfg, Scope { user, domain }, dry_run, yes, safe_only, json)
+        }
+        Cmd::History { common, json } => {
+            let cfg = Config::load(common.config.as_deref(), common.root.as_deref())?;
+            let h = fpm_doctor::apply::history(&cfg);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&h).map_err(|e| e.to_string())?);
+            } else if h.is_empty() {
+                println!("no repairs recorded");
+            } else {
+                for e in &h {
+                    let files: Vec<&str> = e.files.iter().map(|f| f.file.as_str()).collect();
+                    println!(
+                        "{}  {:?}  {:?}{}  {}",
+                        e.id,
+                        e.kind,
+                        e.state,
+                        e.undoes
+                            .as_deref()
+                            .map(|u| format!(" (undoes {u})"))
+                            .unwrap_or_default(),
+                        report::sanitize(&files.join(", "))
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Undo {
+            common,
+            repair_id,
+            json,
+        } => {
+            let cfg = Config::load(common.config.as_deref(), common.root.as_deref())?;
+            let r = fpm_doctor::apply::undo(&cfg, &repair_id, &fpm_doctor::apply::ApplyOptions::default());
+            print_apply(&r, json);
+            Ok(fpm_doctor::repair::exit_code(&r))
+        }
+        Cmd::SimRewrite { dir } => {
+            fpm_doctor::sim::rewrite(&dir).map_err(|e| e.to_string())?;
             Ok(0)
         }
         Cmd::Demo { keep, json } => fpm_doctor::demo::run(keep.as_deref(), json),

@@ -14,6 +14,19 @@ pub fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// A diff keeps its newlines and tabs; every other control character goes.
+pub fn sanitize_diff(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 struct Style {
     on: bool,
 }

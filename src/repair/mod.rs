@@ -1,0 +1,153 @@
+//! Repairs: scan a scope, turn findings into plans (`plan`, pure), and hand
+//! the chosen plans to `apply`, the only writer, with a verify step that
+//! re-scans the touched domains and connects to their sockets.
+
+pub mod plan;
+
+use crate::apply::{self, ApplyOptions, ApplyReport, Outcome, Plan, Safety};
+use crate::checks::{self, socket_drift, Finding, Severity};
+use crate::config::Config;
+use crate::readers::{self, Scope};
+use crate::scan;
+use serde::Serialize;
+
+/// A finding with the plan that fixes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Planned {
+    pub finding: Finding,
+    pub plan: Plan,
+}
+
+/// What a repair run found to do.
+#[derive(Debug, Serialize)]
+pub struct Proposal {
+    pub planned: Vec<Planned>,
+    /// Unified diff of every plan that writes.
+    pub diff: String,
+}
+
+impl Proposal {
+    /// Plans at or below `max` safety (`Safe` ⇒ only safe ones), with edits or a rewrite.
+    pub fn selected(&self, max: Safety) -> Vec<&Planned> {
+        self.planned
+            .iter()
+            .filter(|p| p.plan.safety != Safety::Manual)
+            .filter(|p| max == Safety::Confirm || p.plan.safety == Safety::Safe)
+            .collect()
+    }
+
+    pub fn manual(&self) -> Vec<&Planned> {
+        self.planned
+            .iter()
+            .filter(|p| p.plan.safety == Safety::Manual)
+            .collect()
+    }
+}
+
+/// Scans `scope` and proposes a plan per actionable finding.
+pub fn propose(cfg: &Config, scope: &Scope) -> Result<Proposal, String> {
+    let mut server = readers::read_server(cfg, scope)?;
+    scan::probe(cfg, &mut server);
+    let analysis = checks::analyse(&server);
+    let mut planned = Vec::new();
+    let mut seen: Vec<Plan> = Vec::new();
+    for f in analysis.findings {
+        if let Some(p) = plan::plan_for(&server, &cfg.paths, &f) {
+            if seen.contains(&p) {
+                continue;
+            }
+            seen.push(p.clone());
+            planned.push(Planned { finding: f, plan: p });
+        }
+    }
+    let writing: Vec<Plan> = planned
+        .iter()
+        .filter(|p| !p.plan.edits.is_empty())
+        .map(|p| p.plan.clone())
+        .collect();
+    let diff = apply::diff(cfg, &writing);
+    Ok(Proposal { planned, diff })
+}
+
+/// Users whose domains a set of planned fixes touches: the verify scope.
+fn touched_users(planned: &[&Planned], cfg: &Config) -> Vec<Option<String>> {
+    let mut users: Vec<Option<String>> = Vec::new();
+    for p in planned {
+        let u = p.finding.user.clone();
+        if u.is_none() || p.finding.domain.is_none() {
+            // A server-wide layer: verify the whole server.
+            return vec![None];
+        }
+        if !users.contains(&u) {
+            users.push(u);
+        }
+    }
+    let _ = cfg;
+    users
+}
+
+/// Re-scans the touched users; fails when a finding that was fixed is still there.
+fn verify(cfg: &Config, planned: &[&Planned]) -> Result<(), String> {
+    for u in touched_users(planned, cfg) {
+        let report = scan::scan(
+            cfg,
+            &Scope {
+                user: u.clone(),
+                domain: None,
+            },
+        )?;
+        for p in planned {
+            let still = report.findings.iter().find(|f| {
+                f.check == socket_drift::ID
+                    && f.severity >= Severity::Warning
+                    && f.file == p.finding.file
+                    && f.line == p.finding.line
+                    && f.socket == p.finding.socket
+            });
+            if let Some(f) = still {
+                return Err(format!(
+                    "after the repair the scan still reports {} at {}:{}: {}",
+                    f.socket.as_deref().unwrap_or("?"),
+                    f.file.as_deref().unwrap_or("?"),
+                    f.line.unwrap_or(0),
+                    f.message
+                ));
+            }
+            // The domain must now reach a live socket.
+            if let Some(d) = &p.finding.domain {
+                if let Some(f) = report.findings.iter().find(|f| {
+                    f.check == socket_drift::ID
+                        && f.severity == Severity::Critical
+                        && f.domain.as_deref() == Some(d)
+                }) {
+                    return Err(format!(
+                        "{d} still has a dead PHP handler after the repair: {}",
+                        f.message
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies the given plans through the apply protocol, verifying with a re-scan.
+pub fn execute(cfg: &Config, planned: &[&Planned], fault: Option<String>) -> ApplyReport {
+    let plans: Vec<Plan> = planned.iter().map(|p| p.plan.clone()).collect();
+    let check = |c: &Config| verify(c, planned);
+    let opts = ApplyOptions {
+        verify: Some(&check),
+        fault,
+    };
+    apply::apply(cfg, &plans, &opts)
+}
+
+/// Nagios-style exit code for an apply outcome.
+pub fn exit_code(r: &ApplyReport) -> i32 {
+    match r.outcome {
+        Outcome::Ok => 0,
+        Outcome::Refused => 1,
+        Outcome::RolledBack => 2,
+        Outcome::Failed => 3,
+    }
+}

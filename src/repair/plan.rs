@@ -1,0 +1,422 @@
+//! Repair plans (pure): for each finding, which file, which byte span, old
+//! text, new text, and how safe it is to apply without a person. Nothing here
+//! reads or writes a file; `apply` is the only writer.
+
+use crate::apply::{Edit, Plan, Safety, Target};
+use crate::checks::{socket_drift, Finding, Severity};
+use crate::config::Paths;
+use crate::model::{PhpSlot, Server};
+use crate::readers::nginx::{expand_tokens, Tokens};
+use regex::Regex;
+use std::sync::OnceLock;
+
+/// The socket path inside a handler's text and its byte offsets in that text.
+/// nginx: `unix:<path>` up to `;`/space/quote; Apache: `proxy:unix:<path>|fcgi://`.
+/// DA tokens (`|USER|`) are part of the path.
+pub fn socket_in_text(text: &str) -> Option<(usize, usize)> {
+    if let Some(i) = text.find("proxy:unix:") {
+        let start = i + "proxy:unix:".len();
+        let end = start + text[start..].find("|fcgi://")?;
+        return Some((start, end));
+    }
+    let i = text.find("unix:")?;
+    let start = i + "unix:".len();
+    let mut end = start;
+    let b = text.as_bytes();
+    while end < b.len() {
+        match b[end] {
+            b';' | b' ' | b'\t' | b'\r' | b'\n' | b'"' | b'\'' | b'{' | b'}' => break,
+            _ => end += 1,
+        }
+    }
+    (end > start).then_some((start, end))
+}
+
+fn version_dir_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"php(\d{2,3}|\|PHP\d_RELEASE\|)").unwrap())
+}
+
+/// `php82` in a path (or a `|PHPn_RELEASE|` token), as (start, end) byte offsets.
+fn version_part(path: &str) -> Option<(usize, usize)> {
+    version_dir_re().find(path).map(|m| (m.start(), m.end()))
+}
+
+/// The `phpXY` directory name of an expected socket path, e.g. `php83`.
+fn version_name(expected: &str) -> Option<&str> {
+    version_dir_re()
+        .find(expected)
+        .map(|m| m.as_str())
+        .filter(|s| !s.contains('|'))
+}
+
+/// Is `path` `<prefix of XY>/sockets/<user or webapps>.sock` for a version XY
+/// that is no longer configured? That is the exact shape a PHP upgrade leaves
+/// behind, and the only one repaired without asking.
+pub fn is_left_by_upgrade(paths: &Paths, slots: &[PhpSlot], user: &str, path: &str) -> bool {
+    let Some((pre, post)) = paths.php_prefix.split_once("{XY}") else {
+        return false;
+    };
+    let Some(rest) = path.strip_prefix(pre) else {
+        return false;
+    };
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    if digits.len() < 2 {
+        return false;
+    }
+    let tail = &rest[digits.len()..];
+    let Some(tail) = tail.strip_prefix(post) else {
+        return false;
+    };
+    let ok_name = tail == format!("/sockets/{user}.sock") || tail == "/sockets/webapps.sock";
+    let configured = slots
+        .iter()
+        .any(|s| s.is_enabled() && s.release.replace('.', "") == digits);
+    ok_name && !configured
+}
+
+fn describe(f: &Finding) -> String {
+    let place = match (&f.file, f.line) {
+        (Some(file), Some(l)) => format!("{}:{l}", file.rsplit('/').next().unwrap_or(file)),
+        _ => String::new(),
+    };
+    format!(
+        "{} {} {place}",
+        f.check,
+        f.domain.as_deref().unwrap_or("(server-wide)")
+    )
+}
+
+fn manual(f: &Finding, advice: String) -> Plan {
+    Plan {
+        finding: describe(f),
+        safety: Safety::Manual,
+        edits: vec![],
+        rewrite_users: vec![],
+        target: Target::Nginx,
+        advice: Some(advice),
+    }
+}
+
+fn slots_tokens<'a>(server: &'a Server, user: &'a str, domain: &'a str, expected: &'a str) -> Tokens<'a> {
+    Tokens {
+        user,
+        domain,
+        slots: &server.php,
+        expected_socket: expected,
+    }
+}
+
+/// The edit that swaps the socket path inside the finding's text.
+fn path_edit(f: &Finding, new_path: &str) -> Option<Edit> {
+    let (file, (start, _), text) = (f.file.as_ref()?, f.span?, f.text.as_ref()?);
+    let (ps, pe) = socket_in_text(text)?;
+    Some(Edit {
+        file: file.clone(),
+        start: start + ps,
+        end: start + pe,
+        old: text.as_bytes()[ps..pe].to_vec(),
+        new: new_path.as_bytes().to_vec(),
+    })
+}
+
+/// Users owning the domains a finding affects.
+fn users_of(server: &Server, f: &Finding) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for u in &server.users {
+        if u.domains
+            .iter()
+            .any(|d| f.affected_domains.contains(&d.name) || f.domain.as_deref() == Some(&d.name))
+        {
+            out.push(u.name.clone());
+        }
+    }
+    if let Some(u) = &f.user {
+        if !out.contains(u) {
+            out.push(u.clone());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The slot now carrying the nearest PHP version, same or newer than `old`
+/// (a version like "7.4", or None when unknown: then the default slot 1).
+fn nearest_slot(slots: &[PhpSlot], old: Option<&str>) -> Option<u8> {
+    let ver = |r: &str| -> Option<(u32, u32)> {
+        let (a, b) = r.split_once('.')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    };
+    let mut fpm: Vec<(&PhpSlot, (u32, u32))> = slots
+        .iter()
+        .filter(|s| s.is_fpm())
+        .filter_map(|s| ver(&s.release).map(|v| (s, v)))
+        .collect();
+    fpm.sort_by_key(|(_, v)| *v);
+    match old.and_then(ver) {
+        Some(o) => fpm
+            .iter()
+            .find(|(_, v)| *v >= o)
+            .or(fpm.last())
+            .map(|(s, _)| s.slot),
+        None => slots
+            .iter()
+            .find(|s| s.slot == 1 && s.is_fpm())
+            .map(|s| s.slot)
+            .or(fpm.first().map(|(s, _)| s.slot)),
+    }
+}
+
+/// A plan for one finding, or `None` when there is nothing to do.
+pub fn plan_for(server: &Server, paths: &Paths, f: &Finding) -> Option<Plan> {
+    if f.check != socket_drift::ID || f.severity == Severity::Info {
+        return None;
+    }
+    if f.severity == Severity::Unknown {
+        return Some(manual(f, format!("The scan could not tell which socket this handler reaches ({}). Read {} and make the handler name a socket literally.", f.message, f.file.as_deref().unwrap_or("the file"))));
+    }
+    let user = f.user.clone().unwrap_or_default();
+    let domain = f.domain.clone().unwrap_or_default();
+    let target = if f
+        .file
+        .as_deref()
+        .is_some_and(|p| p.ends_with(".cust_httpd") || p.ends_with("/httpd.conf"))
+    {
+        Target::Apache
+    } else {
+        Target::Nginx
+    };
+    match f.layer {
+        Some("panel") => {
+            // php1_select names a disabled slot: move the domain to the slot
+            // carrying the nearest version (the old version is unknown here).
+            let (file, (start, end)) = (f.file.clone()?, f.span?);
+            let text = f.text.as_deref().unwrap_or("");
+            let old_value = text.split_once('=').map(|(_, v)| v.trim()).unwrap_or("");
+            let slot = nearest_slot(&server.php, None)?;
+            Some(Plan {
+                finding: describe(f),
+                safety: Safety::Confirm,
+                edits: vec![Edit {
+                    file,
+                    start,
+                    end,
+                    old: old_value.as_bytes().to_vec(),
+                    new: slot.to_string().into_bytes(),
+                }],
+                rewrite_users: vec![user],
+                target,
+                advice: None,
+            })
+        }
+        Some("custom") => {
+            let expected = f.expected_socket.clone()?;
+            let text = f.text.as_deref()?;
+            let (ps, pe) = socket_in_text(text)?;
+            let old_src = &text[ps..pe];
+            if f.socket.as_deref() == Some(expected.as_str()) {
+                return Some(manual(
+                    f,
+                    format!("{expected} is the right socket but nothing answers on it: start or restart PHP-FPM for that version (e.g. `service php-fpm{} restart`).", version_name(&expected).unwrap_or("XY").trim_start_matches("php")),
+                ));
+            }
+            // Keep DA's token form when swapping only the version makes it right.
+            let tokens = slots_tokens(server, &user, &domain, &expected);
+            let new_src = match (version_part(old_src), version_name(&expected)) {
+                (Some((a, b)), Some(v)) if old_src.contains('|') => {
+                    let candidate = format!("{}{v}{}", &old_src[..a], &old_src[b..]);
+                    if expand_tokens(&candidate, &tokens).contains(&expected) {
+                        candidate
+                    } else {
+                        expected.clone()
+                    }
+                }
+                _ => expected.clone(),
+            };
+            let safe = f.severity == Severity::Critical
+                && f.socket
+                    .as_deref()
+                    .is_some_and(|s| is_left_by_upgrade(paths, &server.php, &user, s));
+            Some(Plan {
+                finding: describe(f),
+                safety: if safe { Safety::Safe } else { Safety::Confirm },
+                edits: vec![path_edit(f, &new_src)?],
+                rewrite_users: vec![user],
+                target,
+                advice: None,
+            })
+        }
+        Some("template") | Some("overlay") => {
+            // Shared by every user: never write one user's socket here; swap
+            // only the version part so each user keeps their own socket.
+            let expected = f.expected_socket.clone()?;
+            let text = f.text.as_deref()?;
+            let (ps, pe) = socket_in_text(text)?;
+            let old_src = &text[ps..pe];
+            let (a, b) = version_part(old_src)?;
+            let v = version_name(&expected)?;
+            if old_src[a..b] == *v {
+                return Some(manual(
+                    f,
+                    format!(
+                        "{} already names {v}; the socket {} {}: check that PHP-FPM {v} runs.",
+                        f.file.as_deref().unwrap_or(""),
+                        f.socket.as_deref().unwrap_or(""),
+                        f.socket_state.unwrap_or("")
+                    ),
+                ));
+            }
+            let new_src = format!("{}{v}{}", &old_src[..a], &old_src[b..]);
+            let mut edits = vec![path_edit(f, &new_src)?];
+            let mut users = users_of(server, f);
+            if f.layer == Some("overlay") {
+                // CustomBuild copies the overlay over /etc/nginx at the next
+                // rewrite_confs; the live copy gets the same bytes now.
+                for c in &f.generated_copies {
+                    if let Some(e) = copy_edit(f, c, &new_src) {
+                        edits.push(e);
+                    }
+                }
+                users.clear();
+            }
+            Some(Plan {
+                finding: describe(f),
+                safety: Safety::Confirm,
+                edits,
+                rewrite_users: users,
+                target,
+                advice: None,
+            })
+        }
+        Some("generated") => {
+            let expected = f.expected_socket.clone();
+            if expected.is_some() && f.socket != expected {
+                // DA's inputs are right, its output is old: let DA rewrite it.
+                return Some(Plan {
+                    finding: describe(f),
+                    safety: Safety::Safe,
+                    edits: vec![],
+                    rewrite_users: vec![user],
+                    target,
+                    advice: Some(format!(
+                        "{} is generated by DirectAdmin from data that already says {}: queue DA's rewrite for {}.",
+                        f.file.as_deref().unwrap_or(""),
+                        expected.unwrap_or_default(),
+                        f.user.as_deref().unwrap_or("the user")
+                    )),
+                });
+            }
+            Some(manual(
+                f,
+                format!(
+                    "{} is generated and already names the expected socket, which {}: start or restart PHP-FPM ({}).",
+                    f.file.as_deref().unwrap_or(""),
+                    f.socket_state.unwrap_or("is not live"),
+                    f.socket.as_deref().unwrap_or("")
+                ),
+            ))
+        }
+        _ => {
+            let file = f.file.clone().unwrap_or_default();
+            let rel = file.strip_prefix("/etc/nginx/").unwrap_or(&file);
+            Some(manual(
+                f,
+                format!(
+                    "{file} is not regenerated from a layer FPM Doctor may edit. Copy it to {}/{rel}, change {} to {} there, then run `da build rewrite_confs` (CustomBuild copies the overlay over /etc/nginx).",
+                    paths.cb_nginx_overlay,
+                    f.socket.as_deref().unwrap_or("the socket"),
+                    f.expected_socket.as_deref().unwrap_or("the expected socket")
+                ),
+            ))
+        }
+    }
+}
+
+/// The same edit at the same place of a byte copy (`/etc/nginx/<file>`).
+fn copy_edit(f: &Finding, copy: &crate::checks::Evidence, new_src: &str) -> Option<Edit> {
+    let e = path_edit(f, new_src)?;
+    // The copy is the overlay's bytes at the same span when CustomBuild copied it.
+    (copy.text == *f.text.as_ref()?).then(|| Edit {
+        file: copy.file.clone(),
+        ..e
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots() -> Vec<PhpSlot> {
+        vec![
+            PhpSlot {
+                slot: 1,
+                release: "8.3".into(),
+                mode: "php-fpm".into(),
+                prefix: "/usr/local/php83".into(),
+            },
+            PhpSlot {
+                slot: 2,
+                release: "no".into(),
+                mode: "php-fpm".into(),
+                prefix: String::new(),
+            },
+            PhpSlot {
+                slot: 3,
+                release: "7.4".into(),
+                mode: "php-fpm".into(),
+                prefix: "/usr/local/php74".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn finds_socket_paths_in_text() {
+        let t = "fastcgi_pass unix:/usr/local/php82/sockets/|USER|.sock;";
+        let (a, b) = socket_in_text(t).unwrap();
+        assert_eq!(&t[a..b], "/usr/local/php82/sockets/|USER|.sock");
+        let t = "AddHandler \"proxy:unix:/usr/local/php82/sockets/|USER|.sock|fcgi://localhost\" .php";
+        let (a, b) = socket_in_text(t).unwrap();
+        assert_eq!(&t[a..b], "/usr/local/php82/sockets/|USER|.sock");
+        assert!(socket_in_text("fastcgi_pass 127.0.0.1:9000;").is_none());
+    }
+
+    #[test]
+    fn only_the_upgrade_shape_is_safe() {
+        let p = Paths::default();
+        let s = slots();
+        assert!(is_left_by_upgrade(
+            &p,
+            &s,
+            "alice",
+            "/usr/local/php82/sockets/alice.sock"
+        ));
+        assert!(is_left_by_upgrade(
+            &p,
+            &s,
+            "alice",
+            "/usr/local/php82/sockets/webapps.sock"
+        ));
+        assert!(
+            !is_left_by_upgrade(&p, &s, "alice", "/usr/local/php82/sockets/bob.sock"),
+            "another user's pool"
+        );
+        assert!(
+            !is_left_by_upgrade(&p, &s, "alice", "/usr/local/php74/sockets/alice.sock"),
+            "7.4 is still configured"
+        );
+        assert!(!is_left_by_upgrade(&p, &s, "alice", "/home/alice/php.sock"));
+    }
+
+    #[test]
+    fn nearest_slot_prefers_same_or_newer() {
+        let s = slots();
+        assert_eq!(nearest_slot(&s, Some("7.2")), Some(3));
+        assert_eq!(nearest_slot(&s, Some("8.2")), Some(1));
+        assert_eq!(
+            nearest_slot(&s, Some("9.0")),
+            Some(1),
+            "nothing newer: the newest"
+        );
+        assert_eq!(nearest_slot(&s, None), Some(1));
+    }
+}
