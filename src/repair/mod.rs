@@ -53,7 +53,16 @@ pub fn propose(cfg: &Config, scope: &Scope) -> Result<Proposal, String> {
     let mut seen: Vec<Plan> = Vec::new();
     for f in analysis.findings {
         if let Some(p) = plan::plan_for(&server, &cfg.paths, &f) {
-            if seen.contains(&p) {
+            // One edit fixes every domain that text serves (a .cust_nginx
+            // inlined into the domain's subdomains too): plan it once.
+            let dup = seen.iter().any(|o| {
+                if p.edits.is_empty() {
+                    o.edits.is_empty() && o.rewrite_users == p.rewrite_users && o.advice == p.advice
+                } else {
+                    o.edits == p.edits
+                }
+            });
+            if dup {
                 continue;
             }
             seen.push(p.clone());

@@ -316,6 +316,15 @@ pub fn plan_for(server: &Server, paths: &Paths, f: &Finding) -> Option<Plan> {
                 ),
             ))
         }
+        _ if f.socket.is_some() && f.socket == f.expected_socket => Some(manual(
+            f,
+            format!(
+                "{} names the expected socket {}, which {}: start or restart PHP-FPM for that version.",
+                f.file.as_deref().unwrap_or(""),
+                f.socket.as_deref().unwrap_or(""),
+                f.socket_state.unwrap_or("is not live")
+            ),
+        )),
         _ => {
             let file = f.file.clone().unwrap_or_default();
             let rel = file.strip_prefix("/etc/nginx/").unwrap_or(&file);
