@@ -43,6 +43,10 @@ pub struct Paths {
     pub task_queue: String,
     /// DA's queue processor, run to process `task_queue` now.
     pub dataskq: String,
+    /// nginx's global error log.
+    pub nginx_error_log: String,
+    /// DA's per-domain nginx logs (`<d>.log`, `<d>.error.log`).
+    pub nginx_domain_log_dir: String,
 }
 
 impl Default for Paths {
@@ -63,6 +67,8 @@ impl Default for Paths {
             state_dir: "/var/lib/fpm_doctor".into(),
             task_queue: format!("{da}/data/task.queue"),
             dataskq: format!("{da}/dataskq"),
+            nginx_error_log: "/var/log/nginx/error.log".into(),
+            nginx_domain_log_dir: "/var/log/nginx/domains".into(),
         }
     }
 }
@@ -160,9 +166,32 @@ impl Default for ApplySettings {
     }
 }
 
+/// How much of the logs is read.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// Only lines from the last this many hours.
+    pub window_hours: u64,
+    /// Bytes read at most per log (all its rotations together).
+    pub max_bytes: u64,
+    /// Rotated files followed (`.1` … `.N`, plain or `.gz`).
+    pub rotations: usize,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            window_hours: 24,
+            max_bytes: 64 << 20,
+            rotations: 3,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
+    pub logs: LogSettings,
     pub paths: Paths,
     pub probe: ProbeSettings,
     pub commands: CommandSettings,
@@ -178,6 +207,7 @@ pub struct Config {
     pub probe: ProbeSettings,
     pub commands: CommandSettings,
     pub apply: ApplySettings,
+    pub logs: LogSettings,
     /// `--no-probe`: report `not_probed` instead of touching sockets.
     pub no_probe: bool,
 }
@@ -190,6 +220,7 @@ impl Default for Config {
             probe: ProbeSettings::default(),
             commands: CommandSettings::default(),
             apply: ApplySettings::default(),
+            logs: LogSettings::default(),
             no_probe: false,
         }
     }
@@ -215,6 +246,7 @@ impl Config {
             probe: file.probe,
             commands: file.commands,
             apply: file.apply,
+            logs: file.logs,
             no_probe: false,
         })
     }

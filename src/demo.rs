@@ -191,11 +191,63 @@ served by this demo that answer the FastCGI handshake).\n",
     Ok(r.exit_code())
 }
 
+/// nginx logs of the last minutes, as the real nginx writes them after the
+/// upgrade: errno 2 for alice's stale socket, errno 111 for bob's stale file.
+fn write_logs(root: &Path) -> std::io::Result<()> {
+    use crate::evidence::logread::format_time;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    const MON: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let err_time = |t: i64| format_time(t).replace('-', "/");
+    let acc_time = |t: i64| {
+        let f = format_time(t);
+        let (date, time) = f.split_at(10);
+        let mon: usize = date[5..7].parse().unwrap_or(1);
+        format!(
+            "{}/{}/{}:{} +0000",
+            &date[8..10],
+            MON[mon - 1],
+            &date[0..4],
+            time.trim()
+        )
+    };
+    let dir = root.join("var/log/nginx/domains");
+    std::fs::create_dir_all(&dir)?;
+    for (domain, user, errno, what, n) in [
+        ("alice-shop.test", "alice", 2, "No such file or directory", 7),
+        ("bob-news.test", "bob", 111, "Connection refused", 3),
+    ] {
+        let (mut err, mut acc) = (String::new(), String::new());
+        for i in 0..n {
+            let t = now - 600 + i * 60;
+            let sock = format!("/usr/local/php82/sockets/{user}.sock");
+            err.push_str(&format!(
+                "{} [error] 1234#1234: *{i} connect() to unix:{sock} failed ({errno}: {what}) while connecting to upstream, \
+client: 203.0.113.{i}, server: {domain}, request: \"GET /index.php HTTP/1.1\", upstream: \"fastcgi://unix:{sock}:\", host: \"{domain}\"\n",
+                err_time(t)
+            ));
+            acc.push_str(&format!(
+                "203.0.113.{i} - - [{}] \"GET /index.php HTTP/1.1\" 502 157 \"-\" \"Mozilla/5.0\"\n",
+                acc_time(t)
+            ));
+        }
+        std::fs::write(dir.join(format!("{domain}.error.log")), err)?;
+        std::fs::write(dir.join(format!("{domain}.log")), acc)?;
+    }
+    std::fs::write(root.join("var/log/nginx/error.log"), "")?;
+    Ok(())
+}
+
 /// Writes the demo tree under `root` and starts its live sockets.
 pub fn build(root: &Path) -> std::io::Result<()> {
     let s = demo_server();
     sim::write_tree(root, &s)?;
     add_server_wide_drift(root)?;
+    write_logs(root)?;
     let mut live: Vec<String> = s
         .users
         .iter()

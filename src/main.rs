@@ -50,6 +50,9 @@ enum Cmd {
         /// List healthy domains too.
         #[arg(long, short)]
         verbose: bool,
+        /// Run only these checks (repeatable), e.g. --check socket-drift.
+        #[arg(long = "check", value_name = "ID")]
+        checks: Vec<String>,
     },
     /// Plan and apply repairs for socket drift, in layers that survive a rebuild.
     Repair {
@@ -239,10 +242,16 @@ fn run() -> Result<i32, String> {
             json,
             no_probe,
             verbose,
+            checks: only,
         } => {
             let mut cfg = Config::load(common.config.as_deref(), common.root.as_deref())?;
             cfg.no_probe = no_probe;
-            let r = scan::scan(&cfg, &Scope { user, domain })?;
+            let known = checks::check_ids();
+            if let Some(bad) = only.iter().find(|c| !known.contains(&c.as_str())) {
+                return Err(format!("no check named {bad} (known: {})", known.join(", ")));
+            }
+            let only = (!only.is_empty()).then_some(only);
+            let r = scan::scan_only(&cfg, &Scope { user, domain }, only.as_deref())?;
             print_report(&r, json, verbose);
             Ok(r.exit_code())
         }

@@ -191,9 +191,19 @@ pub struct Server {
     pub probes: BTreeMap<Endpoint, ProbeResult>,
     /// The scan was limited to one user / domain.
     pub scoped: bool,
+    /// Logs, processes, kernel and system state for the 502 checks.
+    pub evidence: crate::evidence::Evidence,
 }
 
 impl Server {
+    /// The DA user owning a domain (or subdomain) entry.
+    pub fn owner_of(&self, domain: &str) -> Option<&str> {
+        self.users
+            .iter()
+            .find(|u| u.domains.iter().any(|d| d.name == domain))
+            .map(|u| u.name.as_str())
+    }
+
     pub fn slot(&self, n: u8) -> Option<&PhpSlot> {
         self.php.iter().find(|s| s.slot == n)
     }

@@ -141,6 +141,38 @@ pub fn human(r: &Report, color: bool, verbose: bool) -> String {
             slots.join(", ")
         }
     );
+    if !r.checks.is_empty() {
+        let states: Vec<String> = r
+            .checks
+            .iter()
+            .map(|c| {
+                let st = match c.state {
+                    crate::checks::CheckState::Ok => "ok",
+                    crate::checks::CheckState::Finding => "FINDING",
+                    crate::checks::CheckState::Unknown => "unknown",
+                    crate::checks::CheckState::NotApplicable => "n/a",
+                };
+                format!("{} {st}", c.id)
+            })
+            .collect();
+        let _ = writeln!(out, "checks: {}", states.join(", "));
+    }
+    if let Some(p) = &r.primary_cause {
+        let _ = writeln!(
+            out,
+            "{} {}{} — {}",
+            st.paint("1", "Most likely cause:"),
+            p.check,
+            p.domain
+                .as_deref()
+                .map(|d| format!(" on {}", sanitize(d)))
+                .unwrap_or_default(),
+            sanitize(&p.reason)
+        );
+        if let Some(l) = &p.evidence.log_line {
+            let _ = writeln!(out, "  log: {}", sanitize(l));
+        }
+    }
     // Findings by user then domain.
     let mut by_user: BTreeMap<String, BTreeMap<String, Vec<&Finding>>> = BTreeMap::new();
     for f in &r.findings {

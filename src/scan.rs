@@ -18,6 +18,10 @@ pub struct Report {
     pub php: Vec<PhpSlot>,
     pub domains: Vec<DomainStatus>,
     pub findings: Vec<Finding>,
+    /// Every check run and its state (`ok|finding|unknown|not_applicable`).
+    pub checks: Vec<checks::CheckStatus>,
+    /// The most likely cause of the 502s, with its evidence.
+    pub primary_cause: Option<checks::PrimaryCause>,
     /// Who nginx runs as (judged against socket permissions).
     pub nginx_worker: Option<String>,
     pub probed: bool,
@@ -74,14 +78,24 @@ pub fn probe(cfg: &Config, server: &mut Server) {
 
 /// Reads, probes and analyses.
 pub fn scan(cfg: &Config, scope: &Scope) -> Result<Report, String> {
+    scan_only(cfg, scope, None)
+}
+
+/// Like [`scan`], running only the checks named in `only`.
+pub fn scan_only(cfg: &Config, scope: &Scope, only: Option<&[String]>) -> Result<Report, String> {
     let mut server = readers::read_server(cfg, scope)?;
     probe(cfg, &mut server);
-    Ok(report(cfg, &server))
+    server.evidence = crate::evidence::collect(cfg, &server);
+    Ok(report_only(cfg, &server, only))
 }
 
 /// Pure: model → report.
 pub fn report(cfg: &Config, server: &Server) -> Report {
-    let analysis = checks::analyse(server);
+    report_only(cfg, server, None)
+}
+
+fn report_only(cfg: &Config, server: &Server, only: Option<&[String]>) -> Report {
+    let analysis = checks::analyse_only(server, only);
     Report {
         schema: 1,
         verdict: checks::verdict(&analysis.findings),
@@ -89,6 +103,8 @@ pub fn report(cfg: &Config, server: &Server) -> Report {
         php: server.php.clone(),
         domains: analysis.domains,
         findings: analysis.findings,
+        checks: analysis.checks,
+        primary_cause: analysis.primary_cause,
         nginx_worker: cfg
             .probe
             .worker_user

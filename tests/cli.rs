@@ -70,7 +70,18 @@ fn json_contract_and_exit_code_critical() {
         assert!(d.get(k).is_some(), "domains[] lacks {k}");
     }
     assert_eq!(d["status"], "drift");
-    let f = &v["findings"][0];
+    let f = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "socket-drift")
+        .expect("drift finding");
+    assert!(v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["id"] == "socket-drift" && c["state"] == "finding"));
+    assert_eq!(v["primary_cause"]["check"], "socket-drift");
     for k in [
         "check",
         "severity",

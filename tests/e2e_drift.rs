@@ -205,6 +205,33 @@ fn assert_drift_report(d: &Daemons, state: &str) {
     assert_eq!(php["slot"], 1, "{pretty}");
     assert_eq!(php["release"], "8.3", "{pretty}");
     assert_eq!(php["prefix"], "/usr/local/php83", "{pretty}");
+
+    // The real nginx logs: the 502 is triaged, labelled from the access log,
+    // linked to socket-drift, and named the primary cause.
+    let triage = j["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "log-triage" && f["domain"] == "alice.test")
+        .unwrap_or_else(|| panic!("no log-triage group for alice.test\n{pretty}"));
+    assert_eq!(
+        triage["statuses"]["502"], 1,
+        "one real 502 in the access log\n{pretty}"
+    );
+    assert_eq!(triage["explained_by"], "socket-drift", "{pretty}");
+    assert!(
+        triage["log_line"].as_str().unwrap().contains(DEAD_SOCKET),
+        "{pretty}"
+    );
+    assert_eq!(j["primary_cause"]["check"], "socket-drift", "{pretty}");
+    assert_eq!(j["primary_cause"]["domain"], "alice.test", "{pretty}");
+    let states = j["checks"].as_array().unwrap();
+    assert!(
+        states
+            .iter()
+            .any(|c| c["id"] == "log-triage" && c["state"] == "finding"),
+        "{pretty}"
+    );
 }
 
 /// Step 3 (awaits the scan command): the scanner names the `.cust_nginx`

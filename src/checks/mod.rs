@@ -2,6 +2,7 @@
 //! findings. No IO here. Each check lives in its own file with its
 //! documentation (What / Why / Example / Fix / Fix safety) and fixtures.
 
+pub mod log_triage;
 pub mod socket_drift;
 
 use crate::model::Server;
@@ -56,6 +57,26 @@ pub struct Finding {
     /// Copies of the same text in files DA generates.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub generated_copies: Vec<Evidence>,
+    /// A log line quoted as evidence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_line: Option<String>,
+    /// How many times the evidence was seen in the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    /// HTTP statuses the failures produced (from the access log), e.g. {"502": 12}.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub statuses: std::collections::BTreeMap<u16, usize>,
+    /// Evidence from a secondary source (logs, kernel journal): its
+    /// `unknown` never overrides a definite result in the verdict.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub secondary: bool,
+    /// The check that explains this evidence (log-triage links to it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explained_by: Option<&'static str>,
     /// Every domain this text breaks (a server-wide layer breaks many).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub affected_domains: Vec<String>,
@@ -83,6 +104,13 @@ impl Finding {
             generated_copies: vec![],
             affected_domains: vec![],
             span: None,
+            log_line: None,
+            count: None,
+            first_seen: None,
+            last_seen: None,
+            statuses: Default::default(),
+            explained_by: None,
+            secondary: false,
         }
     }
 }
@@ -99,7 +127,112 @@ pub struct CheckDoc {
 }
 
 /// Every check, in the order an expert looks.
-pub const DOCS: &[&CheckDoc] = &[&socket_drift::DOC, &UNKNOWN_DOC];
+pub const DOCS: &[&CheckDoc] = &[&log_triage::DOC, &socket_drift::DOC, &UNKNOWN_DOC];
+
+/// Ids a scan can be limited to with `--check`.
+pub fn check_ids() -> Vec<&'static str> {
+    DOCS.iter()
+        .map(|d| d.id)
+        .filter(|id| *id != UNKNOWN_DOC.id)
+        .collect()
+}
+
+/// The state of one check for the server (or the scope scanned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckState {
+    Ok,
+    Finding,
+    Unknown,
+    NotApplicable,
+}
+
+/// What one check produced.
+#[derive(Debug, Clone)]
+pub struct CheckOutput {
+    pub findings: Vec<Finding>,
+    pub state: CheckState,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckStatus {
+    pub id: &'static str,
+    pub state: CheckState,
+}
+
+/// The most likely cause of the 502s: the check and the evidence.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrimaryCause {
+    pub check: &'static str,
+    pub domain: Option<String>,
+    pub user: Option<String>,
+    /// Why this one: how many real 502s it explains, or that it is the worst finding.
+    pub reason: String,
+    pub evidence: Finding,
+}
+
+fn state_from(findings: &[Finding]) -> CheckState {
+    if findings.iter().any(|f| f.severity >= Severity::Warning) {
+        CheckState::Finding
+    } else if findings.iter().any(|f| f.severity == Severity::Unknown) {
+        CheckState::Unknown
+    } else {
+        CheckState::Ok
+    }
+}
+
+/// Picks the cause behind the most real 502s in the logs, confirmed by the
+/// check that explains it where possible; without logs, the worst finding.
+fn primary_cause(findings: &[Finding]) -> Option<PrimaryCause> {
+    let n502 = |f: &Finding| f.statuses.get(&502).copied().unwrap_or(0);
+    let top = findings
+        .iter()
+        .filter(|f| f.check == log_triage::ID && n502(f) > 0)
+        .max_by_key(|f| n502(f));
+    if let Some(t) = top {
+        let by = t.explained_by.unwrap_or(log_triage::ID);
+        let confirmed = findings.iter().find(|f| {
+            f.check == by
+                && f.severity >= Severity::Warning
+                && (f.domain == t.domain
+                    || f.affected_domains.iter().any(|d| Some(d) == t.domain.as_ref())
+                    || (f.socket.is_some() && f.socket == t.socket))
+        });
+        let reason = format!(
+            "{} real 502(s) in the logs{}",
+            n502(t),
+            if confirmed.is_some() {
+                format!(", confirmed by {by}")
+            } else {
+                format!(", pointing at {by} (not confirmed by a finding)")
+            }
+        );
+        let mut evidence = confirmed.cloned().unwrap_or_else(|| t.clone());
+        if evidence.log_line.is_none() {
+            evidence.log_line = t.log_line.clone();
+            evidence.count = t.count;
+            evidence.last_seen = t.last_seen.clone();
+        }
+        return Some(PrimaryCause {
+            check: by,
+            domain: t.domain.clone(),
+            user: t.user.clone(),
+            reason,
+            evidence,
+        });
+    }
+    let worst = findings
+        .iter()
+        .filter(|f| f.check != "unknown" && f.severity >= Severity::Warning)
+        .max_by_key(|f| f.severity)?;
+    Some(PrimaryCause {
+        check: worst.check,
+        domain: worst.domain.clone(),
+        user: worst.user.clone(),
+        reason: "no 502 in the logs of the window; the most severe finding".into(),
+        evidence: worst.clone(),
+    })
+}
 
 pub const UNKNOWN_DOC: CheckDoc = CheckDoc {
     id: "unknown",
@@ -115,11 +248,41 @@ pub const UNKNOWN_DOC: CheckDoc = CheckDoc {
 pub struct Analysis {
     pub findings: Vec<Finding>,
     pub domains: Vec<socket_drift::DomainStatus>,
+    pub checks: Vec<CheckStatus>,
+    pub primary_cause: Option<PrimaryCause>,
 }
 
 pub fn analyse(server: &Server) -> Analysis {
+    analyse_only(server, None)
+}
+
+/// Runs the checks (all, or the ids in `only`).
+pub fn analyse_only(server: &Server, only: Option<&[String]>) -> Analysis {
+    let wanted = |id: &str| only.is_none_or(|o| o.iter().any(|x| x == id));
     let drift = socket_drift::run(server);
-    let mut findings = drift.findings;
+    let mut checks = Vec::new();
+    let mut findings = Vec::new();
+    if wanted(log_triage::ID) {
+        let out = log_triage::run(server, &drift.findings);
+        checks.push(CheckStatus {
+            id: log_triage::ID,
+            state: out.state,
+        });
+        findings.extend(out.findings);
+    }
+    if wanted(socket_drift::ID) {
+        let state = if drift.domains.iter().all(|d| d.status == "not_applicable") && !drift.domains.is_empty()
+        {
+            CheckState::NotApplicable
+        } else {
+            state_from(&drift.findings)
+        };
+        checks.push(CheckStatus {
+            id: socket_drift::ID,
+            state,
+        });
+        findings.extend(drift.findings);
+    }
     for u in &server.unknowns {
         let mut f = Finding::new("unknown", Severity::Unknown, u.reason.clone());
         f.user = u.user.clone();
@@ -128,18 +291,22 @@ pub fn analyse(server: &Server) -> Analysis {
         f.line = u.line;
         findings.push(f);
     }
+    let primary_cause = primary_cause(&findings);
     Analysis {
         findings,
         domains: drift.domains,
+        checks,
+        primary_cause,
     }
 }
 
-/// `ok|warning|critical|unknown`: a definite problem outranks an unknown.
+/// `ok|warning|critical|unknown`: a definite problem outranks an unknown,
+/// and an unknown from a secondary source (logs, kernel journal) counts not at all.
 pub fn verdict(findings: &[Finding]) -> &'static str {
     let worst = findings
         .iter()
+        .filter(|f| f.severity != Severity::Info && !(f.secondary && f.severity == Severity::Unknown))
         .map(|f| f.severity)
-        .filter(|s| *s != Severity::Info)
         .max();
     match worst {
         None => "ok",
