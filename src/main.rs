@@ -258,13 +258,13 @@ fn run() -> Result<i32, String> {
         Cmd::Explain { id } => {
             match id {
                 None => {
-                    for d in checks::DOCS {
+                    for d in checks::docs() {
                         println!("{:<16} {}", d.id, d.title);
                     }
                 }
                 Some(id) => {
-                    let d = checks::DOCS
-                        .iter()
+                    let d = checks::docs()
+                        .into_iter()
                         .find(|d| d.id == id)
                         .ok_or_else(|| format!("no check named {id}"))?;
                     println!(

@@ -59,6 +59,56 @@ struct Group<'a> {
     statuses: BTreeMap<u16, usize>,
 }
 
+/// Registry entry point.
+pub fn check(server: &Server, ctx: &super::Context) -> CheckOutput {
+    run(server, &ctx.drift.findings)
+}
+
+/// A server whose per-domain log shows `text` recently (fixture builder).
+pub fn fixture_server(text: &str) -> Server {
+    use crate::evidence::logread::{LogLine, Source};
+    use crate::evidence::nginx_log::{parse_error, NginxLogs};
+    let l = LogLine {
+        file: "/var/log/nginx/domains/a.test.error.log".into(),
+        offset: 0,
+        text: text.into(),
+    };
+    let errors = parse_error(&l, Some("a.test"), 0).into_iter().collect();
+    let mut s = Server::default();
+    s.evidence.since = 0;
+    s.evidence.now = crate::evidence::logread::unix_of(2026, 11, 24, 20, 15, 0);
+    s.evidence.nginx = Some(NginxLogs {
+        errors,
+        access: vec![],
+        sources: vec![Source {
+            file: l.file.clone(),
+            state: SourceState::Ok { lines: 1 },
+        }],
+        utc_offset: 0,
+    });
+    s
+}
+
+pub fn fixtures() -> Vec<super::Fixture> {
+    vec![
+        super::Fixture {
+            name: "errno 2 on a PHP socket",
+            server: fixture_server("2026/11/24 20:10:44 [error] 9#9: *5 connect() to unix:/usr/local/php82/sockets/alice.sock failed (2: No such file or directory) while connecting to upstream, client: 1.2.3.4, server: a.test, request: \"GET /index.php HTTP/1.1\""),
+            triggers: true,
+        },
+        super::Fixture {
+            name: "a missing static file (also errno 2, not an upstream)",
+            server: fixture_server("2026/11/24 20:10:44 [error] 9#9: *5 open() \"/home/a/public_html/favicon.ico\" failed (2: No such file or directory), client: 1.2.3.4, server: a.test"),
+            triggers: false,
+        },
+        super::Fixture {
+            name: "Primary script unknown (a 404, not a 502)",
+            server: fixture_server("2026/11/24 20:10:44 [error] 9#9: *8 FastCGI sent in stderr: \"Primary script unknown\" while reading response header from upstream, client: 1.2.3.4, server: a.test, request: \"GET /x.php HTTP/1.1\""),
+            triggers: false,
+        },
+    ]
+}
+
 /// Groups the failures; `drift` are the socket-drift findings (to link errno 2/111 to them).
 pub fn run(server: &Server, drift: &[Finding]) -> CheckOutput {
     let Some(logs) = &server.evidence.nginx else {

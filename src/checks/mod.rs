@@ -126,15 +126,54 @@ pub struct CheckDoc {
     pub fix_safety: &'static str,
 }
 
+/// What every check may look at besides the model: results computed once.
+pub struct Context<'a> {
+    pub drift: &'a socket_drift::Output,
+}
+
+/// A model a check is tested on: it must (`triggers`) or must not produce a
+/// finding of at least warning severity from that check.
+pub struct Fixture {
+    pub name: &'static str,
+    pub server: Server,
+    pub triggers: bool,
+}
+
+/// One check: its documentation, its pure function, its fixtures.
+pub struct Check {
+    pub doc: &'static CheckDoc,
+    pub run: fn(&Server, &Context) -> CheckOutput,
+    /// At least one fixture that triggers and one look-alike that must not
+    /// (enforced by a test over the registry).
+    pub fixtures: fn() -> Vec<Fixture>,
+}
+
 /// Every check, in the order an expert looks.
-pub const DOCS: &[&CheckDoc] = &[&log_triage::DOC, &socket_drift::DOC, &UNKNOWN_DOC];
+pub const REGISTRY: &[Check] = &[
+    Check {
+        doc: &log_triage::DOC,
+        run: log_triage::check,
+        fixtures: log_triage::fixtures,
+    },
+    Check {
+        doc: &socket_drift::DOC,
+        run: socket_drift::check,
+        fixtures: socket_drift::fixtures,
+    },
+];
+
+/// Documentation of every check, plus `unknown`.
+pub fn docs() -> Vec<&'static CheckDoc> {
+    REGISTRY
+        .iter()
+        .map(|c| c.doc)
+        .chain(std::iter::once(&UNKNOWN_DOC))
+        .collect()
+}
 
 /// Ids a scan can be limited to with `--check`.
 pub fn check_ids() -> Vec<&'static str> {
-    DOCS.iter()
-        .map(|d| d.id)
-        .filter(|id| *id != UNKNOWN_DOC.id)
-        .collect()
+    REGISTRY.iter().map(|c| c.doc.id).collect()
 }
 
 /// The state of one check for the server (or the scope scanned).
@@ -171,7 +210,8 @@ pub struct PrimaryCause {
     pub evidence: Finding,
 }
 
-fn state_from(findings: &[Finding]) -> CheckState {
+/// The state a list of findings amounts to.
+pub fn state_from(findings: &[Finding]) -> CheckState {
     if findings.iter().any(|f| f.severity >= Severity::Warning) {
         CheckState::Finding
     } else if findings.iter().any(|f| f.severity == Severity::Unknown) {
@@ -260,28 +300,16 @@ pub fn analyse(server: &Server) -> Analysis {
 pub fn analyse_only(server: &Server, only: Option<&[String]>) -> Analysis {
     let wanted = |id: &str| only.is_none_or(|o| o.iter().any(|x| x == id));
     let drift = socket_drift::run(server);
+    let ctx = Context { drift: &drift };
     let mut checks = Vec::new();
     let mut findings = Vec::new();
-    if wanted(log_triage::ID) {
-        let out = log_triage::run(server, &drift.findings);
+    for c in REGISTRY.iter().filter(|c| wanted(c.doc.id)) {
+        let out = (c.run)(server, &ctx);
         checks.push(CheckStatus {
-            id: log_triage::ID,
+            id: c.doc.id,
             state: out.state,
         });
         findings.extend(out.findings);
-    }
-    if wanted(socket_drift::ID) {
-        let state = if drift.domains.iter().all(|d| d.status == "not_applicable") && !drift.domains.is_empty()
-        {
-            CheckState::NotApplicable
-        } else {
-            state_from(&drift.findings)
-        };
-        checks.push(CheckStatus {
-            id: socket_drift::ID,
-            state,
-        });
-        findings.extend(drift.findings);
     }
     for u in &server.unknowns {
         let mut f = Finding::new("unknown", Severity::Unknown, u.reason.clone());
@@ -323,5 +351,56 @@ pub fn exit_code(verdict: &str) -> i32 {
         "warning" => 1,
         "critical" => 2,
         _ => 3,
+    }
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use super::*;
+
+    /// gixy's rule: a check without a fixture that must trigger it and a
+    /// look-alike that must not is not done.
+    #[test]
+    fn every_check_has_positive_and_negative_fixtures_that_hold() {
+        for c in REGISTRY {
+            let fx = (c.fixtures)();
+            assert!(
+                fx.iter().any(|f| f.triggers),
+                "{} has no fixture that triggers it",
+                c.doc.id
+            );
+            assert!(
+                fx.iter().any(|f| !f.triggers),
+                "{} has no look-alike fixture",
+                c.doc.id
+            );
+            for f in fx {
+                let a = analyse_only(&f.server, Some(&[c.doc.id.to_string()]));
+                let hit = a
+                    .findings
+                    .iter()
+                    .any(|x| x.check == c.doc.id && x.severity >= Severity::Warning);
+                assert_eq!(
+                    hit, f.triggers,
+                    "{} fixture {:?}: {:#?}",
+                    c.doc.id, f.name, a.findings
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_check_is_documented_in_all_sections() {
+        for d in docs() {
+            for (name, text) in [
+                ("what", d.what),
+                ("why", d.why),
+                ("example", d.example),
+                ("fix", d.fix),
+                ("fix safety", d.fix_safety),
+            ] {
+                assert!(!text.trim().is_empty(), "{} lacks {name}", d.id);
+            }
+        }
     }
 }

@@ -339,6 +339,136 @@ DirectAdmin has no PHP-FPM to send it to",
     row
 }
 
+/// Registry entry point: the findings and the state for the server.
+pub fn check(_server: &Server, ctx: &super::Context) -> super::CheckOutput {
+    let d = ctx.drift;
+    let state = if !d.domains.is_empty() && d.domains.iter().all(|x| x.status == "not_applicable") {
+        super::CheckState::NotApplicable
+    } else {
+        super::state_from(&d.findings)
+    };
+    super::CheckOutput {
+        findings: d.findings.clone(),
+        state,
+    }
+}
+
+/// A one-user server whose a.test is served through `sock` (fixture builder).
+pub fn fixture_server(sock: &str, live: &[&str], layer: crate::model::Layer) -> Server {
+    use crate::model::{Domain, HandlerKind, Location, PhpSlot, Vhost};
+    let h = Handler {
+        kind: HandlerKind::Nginx,
+        raw_target: format!("unix:{sock}"),
+        target: Target::Endpoint(Endpoint::Unix(sock.into())),
+        source: Location {
+            file: "/usr/local/directadmin/data/users/alice/domains/a.test.cust_nginx".into(),
+            line: 2,
+            text: format!("fastcgi_pass unix:{sock};"),
+            start: 0,
+            end: 0,
+        },
+        layer,
+        generated_copies: vec![],
+        location: Some("~ \\.php$".into()),
+        shadowed: false,
+        webapps: false,
+    };
+    let mut s = Server {
+        webserver: Some("nginx".into()),
+        php: vec![PhpSlot {
+            slot: 1,
+            release: "8.3".into(),
+            mode: "php-fpm".into(),
+            prefix: "/usr/local/php83".into(),
+        }],
+        ..Default::default()
+    };
+    s.users.push(User {
+        name: "alice".into(),
+        creator: None,
+        usertype: None,
+        domains: vec![Domain {
+            name: "a.test".into(),
+            parent: None,
+            php_select: None,
+            php_select_at: None,
+            nginx_only: false,
+            aliases: vec![],
+            vhosts: vec![Vhost {
+                server_names: vec!["a.test".into()],
+                https: false,
+                file: "/n".into(),
+                line: 1,
+                handlers: vec![h],
+                proxies: false,
+            }],
+        }],
+        pools: vec![],
+        stray_vhosts: vec![],
+    });
+    for l in live {
+        s.probes.insert(
+            Endpoint::Unix((*l).into()),
+            crate::probe::ProbeResult {
+                state: SocketState::Listening,
+                detail: String::new(),
+                owner: None,
+                mode: None,
+                fcgi: None,
+            },
+        );
+    }
+    s
+}
+
+pub fn fixtures() -> Vec<super::Fixture> {
+    use crate::model::Layer;
+    let new = "/usr/local/php83/sockets/alice.sock";
+    let old = "/usr/local/php82/sockets/alice.sock";
+    let mut dead = fixture_server(old, &[new], Layer::Custom);
+    dead.probes.insert(
+        Endpoint::Unix(old.into()),
+        crate::probe::ProbeResult {
+            state: SocketState::Missing,
+            detail: String::new(),
+            owner: None,
+            mode: None,
+            fcgi: None,
+        },
+    );
+    vec![
+        super::Fixture {
+            name: ".cust_nginx on the removed 8.2 socket",
+            server: dead,
+            triggers: true,
+        },
+        super::Fixture {
+            name: "the expected 8.3 socket, live",
+            server: fixture_server(new, &[new], Layer::Generated),
+            triggers: false,
+        },
+        super::Fixture {
+            name: "a 8.2 path that is the user's pool listen (deliberate, live)",
+            server: {
+                let mut s = fixture_server(old, &[old], Layer::Custom);
+                s.users[0].pools.push(crate::model::Pool {
+                    name: "alice".into(),
+                    version_digits: "83".into(),
+                    file: "/p".into(),
+                    line: 1,
+                    listen: Some(old.into()),
+                    listen_owner: None,
+                    listen_group: None,
+                    listen_mode: None,
+                    settings: vec![],
+                });
+                s
+            },
+            triggers: false,
+        },
+    ]
+}
+
 /// Runs the check over the model.
 pub fn run(server: &Server) -> Output {
     let mut findings = Vec::new();
