@@ -429,3 +429,137 @@ mod tests {
         assert_eq!(nearest_slot(&s, None), Some(1));
     }
 }
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+    use crate::model::Layer;
+
+    const OLD: &str = "/usr/local/php82/sockets/alice.sock";
+    const NEW: &str = "/usr/local/php83/sockets/alice.sock";
+
+    fn finding(layer: Layer, text: &str, socket: &str) -> Finding {
+        let mut f = Finding::new(socket_drift::ID, Severity::Critical, String::new());
+        f.user = Some("alice".into());
+        f.domain = Some("a.test".into());
+        f.file = Some("/usr/local/directadmin/data/users/alice/domains/a.test.cust_nginx".into());
+        f.line = Some(2);
+        f.text = Some(text.into());
+        f.span = Some((100, 100 + text.len()));
+        f.layer = Some(layer.as_str());
+        f.socket = Some(socket.into());
+        f.expected_socket = Some(NEW.into());
+        f
+    }
+
+    fn server() -> Server {
+        crate::checks::socket_drift::fixture_server(OLD, &[NEW], Layer::Custom)
+    }
+
+    #[test]
+    fn custom_literal_becomes_expected_and_is_safe() {
+        let text = format!("fastcgi_pass unix:{OLD};");
+        let p = plan_for(&server(), &Paths::default(), &finding(Layer::Custom, &text, OLD)).unwrap();
+        assert_eq!(p.safety, Safety::Safe);
+        let e = &p.edits[0];
+        assert_eq!(e.old, OLD.as_bytes());
+        assert_eq!(e.new, NEW.as_bytes());
+        assert_eq!(e.start, 100 + "fastcgi_pass unix:".len());
+        assert_eq!(p.rewrite_users, vec!["alice"]);
+    }
+
+    #[test]
+    fn custom_token_form_is_kept() {
+        let text = "fastcgi_pass unix:/usr/local/php82/sockets/|USER|.sock;";
+        let p = plan_for(&server(), &Paths::default(), &finding(Layer::Custom, text, OLD)).unwrap();
+        assert_eq!(p.edits[0].new, b"/usr/local/php83/sockets/|USER|.sock");
+    }
+
+    #[test]
+    fn another_users_socket_needs_confirmation() {
+        let bob = "/usr/local/php82/sockets/bob.sock";
+        let text = format!("fastcgi_pass unix:{bob};");
+        let p = plan_for(&server(), &Paths::default(), &finding(Layer::Custom, &text, bob)).unwrap();
+        assert_eq!(p.safety, Safety::Confirm);
+    }
+
+    #[test]
+    fn template_swaps_only_the_version() {
+        let text = "fastcgi_pass unix:/usr/local/php82/sockets/|USER|.sock;";
+        let mut f = finding(Layer::Template, text, OLD);
+        f.file = Some("/usr/local/directadmin/data/templates/custom/nginx_server.conf".into());
+        let p = plan_for(&server(), &Paths::default(), &f).unwrap();
+        assert_eq!(p.safety, Safety::Confirm);
+        assert_eq!(
+            p.edits[0].new, b"/usr/local/php83/sockets/|USER|.sock",
+            "never one user's literal socket"
+        );
+        // A literal user name in a shared layer keeps that name: only the version moves.
+        let p = plan_for(
+            &server(),
+            &Paths::default(),
+            &finding(Layer::Template, &format!("fastcgi_pass unix:{OLD};"), OLD),
+        )
+        .unwrap();
+        assert_eq!(p.edits[0].new, NEW.as_bytes());
+    }
+
+    #[test]
+    fn overlay_edits_the_live_copy_too() {
+        let text = "fastcgi_pass unix:/usr/local/php82/sockets/webapps.sock;";
+        let mut f = finding(Layer::Overlay, text, "/usr/local/php82/sockets/webapps.sock");
+        f.expected_socket = Some("/usr/local/php83/sockets/webapps.sock".into());
+        f.file = Some("/usr/local/directadmin/custombuild/custom/nginx/conf/nginx.conf".into());
+        f.generated_copies = vec![crate::checks::Evidence {
+            file: "/etc/nginx/nginx.conf".into(),
+            line: 2,
+            text: text.into(),
+        }];
+        let p = plan_for(&server(), &Paths::default(), &f).unwrap();
+        assert_eq!(p.edits.len(), 2);
+        assert_eq!(p.edits[1].file, "/etc/nginx/nginx.conf");
+        assert!(p.rewrite_users.is_empty());
+    }
+
+    #[test]
+    fn generated_is_never_edited_only_rewritten() {
+        let text = format!("fastcgi_pass unix:{OLD};");
+        let mut f = finding(Layer::Generated, &text, OLD);
+        f.file = Some("/usr/local/directadmin/data/users/alice/nginx_php.conf".into());
+        let p = plan_for(&server(), &Paths::default(), &f).unwrap();
+        assert!(p.edits.is_empty());
+        assert_eq!(p.rewrite_users, vec!["alice"]);
+        assert_eq!(p.safety, Safety::Safe);
+    }
+
+    #[test]
+    fn global_etc_nginx_is_manual_advice() {
+        let text = format!("fastcgi_pass unix:{OLD};");
+        let mut f = finding(Layer::Global, &text, OLD);
+        f.file = Some("/etc/nginx/conf.d/legacy.conf".into());
+        let p = plan_for(&server(), &Paths::default(), &f).unwrap();
+        assert_eq!(p.safety, Safety::Manual);
+        assert!(p
+            .advice
+            .unwrap()
+            .contains("custombuild/custom/nginx/conf/conf.d/legacy.conf"));
+    }
+
+    #[test]
+    fn dead_slot_moves_to_a_live_one() {
+        let mut f = finding(Layer::Panel, "php1_select=2", "");
+        f.socket = None;
+        f.span = Some((40, 41));
+        let p = plan_for(&server(), &Paths::default(), &f).unwrap();
+        assert_eq!(p.safety, Safety::Confirm);
+        assert_eq!(p.edits[0].old, b"2");
+        assert_eq!(p.edits[0].new, b"1");
+    }
+
+    #[test]
+    fn info_and_other_checks_get_no_plan() {
+        let mut f = finding(Layer::Custom, "x", OLD);
+        f.severity = Severity::Info;
+        assert!(plan_for(&server(), &Paths::default(), &f).is_none());
+    }
+}
