@@ -234,10 +234,6 @@ impl Rig {
         self.apply_ok(&args)
     }
 
-    fn status(&self, https: bool, host: &str, path: &str) -> u16 {
-        self.d.get(https, host, path).status
-    }
-
     /// A real 200 where PHP ran for `host`.
     fn assert_php(&self, https: bool, host: &str, path: &str) {
         let r = self.d.get(https, host, path);
@@ -639,4 +635,218 @@ fn dry_run_and_unconfirmed_repair_write_nothing() {
     rig.assert_status(false, "alice.test", "/index.php", 502);
     let h = rig.fpm(&["history", "--json"]).json();
     assert_eq!(h, serde_json::json!([]), "nothing journalled");
+}
+
+/// alice.test and bob.test (SSL), no `.cust_*`.
+fn plain_server() -> SimServer {
+    let mut s = SimServer::drift_demo();
+    s.users[1].domains[0].cust_nginx = None;
+    s
+}
+
+/// Scenario 3: a custom `nginx_php.conf` template hard-codes php82 for
+/// every user. The repair swaps only the version (each user keeps `|USER|`)
+/// and DA rewrites every user the template serves, not only the domain asked
+/// about: both users' domains answer 200, also after a rebuild.
+#[test]
+fn custom_template_repair_fixes_every_user() {
+    const TPL: &str = "/usr/local/directadmin/data/templates/custom/nginx_php.conf";
+    let mut rig = Rig::start(plain_server(), |t| {
+        let shipped = t.join("usr/local/directadmin/data/templates/nginx_php.conf");
+        let text = fs::read_to_string(shipped)
+            .unwrap()
+            .replace("|PHP_FPM_SOCKET_PATH|", "/usr/local/php82/sockets/|USER|.sock");
+        let custom = t.join(&TPL[1..]);
+        fs::create_dir_all(custom.parent().unwrap()).unwrap();
+        fs::write(custom, text).unwrap();
+    });
+    rig.assert_php(false, "alice.test", "/index.php");
+    rig.assert_php(true, "bob.test", "/index.php");
+    rig.upgrade(&[(1, "8.3")], &["8.3"], &["8.2"]);
+    rig.assert_status(false, "alice.test", "/index.php", 502);
+    rig.assert_status(false, "bob.test", "/index.php", 502);
+    rig.assert_status(true, "bob.test", "/index.php", 502);
+
+    let before = rig.read(TPL);
+    let j = rig.repair_ok(&["--domain", "alice.test"]);
+    let pretty = serde_json::to_string_pretty(&j).unwrap();
+    assert_eq!(j["plans"].as_array().unwrap().len(), 1, "{pretty}");
+    assert_eq!(j["plans"][0]["plan"]["safety"], "confirm", "{pretty}");
+    assert_eq!(
+        file_states(&j),
+        BTreeMap::from([(TPL.to_string(), "applied".to_string())]),
+        "{pretty}"
+    );
+    let after = rig.read(TPL);
+    assert_only_spans_changed(&before, &after, TPL, &edits(&j));
+    assert_eq!(
+        String::from_utf8(after).unwrap(),
+        String::from_utf8(before).unwrap().replace(
+            "/usr/local/php82/sockets/|USER|.sock",
+            "/usr/local/php83/sockets/|USER|.sock"
+        ),
+        "only the version part changed; |USER| kept"
+    );
+    rig.assert_php(false, "alice.test", "/index.php");
+    rig.assert_php(false, "bob.test", "/index.php");
+    rig.assert_php(true, "bob.test", "/index.php");
+    rig.rebuild();
+    rig.assert_php(false, "alice.test", "/index.php");
+    rig.assert_php(true, "bob.test", "/index.php");
+    rig.assert_scan_clean();
+}
+
+/// Scenario 4: a CustomBuild overlay `custom/nginx/conf/webapps.conf` keeps
+/// the php82 `webapps.sock` on /phpMyAdmin (the webapps pool really serves
+/// it). 502 there before, 200 after, and after the rebuild that copies the
+/// overlay over /etc/nginx again.
+#[test]
+fn overlay_webapps_repair_survives_the_overlay_copy() {
+    const OVERLAY: &str = "/usr/local/directadmin/custombuild/custom/nginx/conf/webapps.conf";
+    let mut rig = Rig::start(plain_server(), |t| {
+        // The admin customised webapps.conf the CustomBuild way: a copy in
+        // the overlay (here unchanged, so it names the php82 socket).
+        let live = fs::read_to_string(t.join("etc/nginx/webapps.conf")).unwrap();
+        assert!(live.contains("unix:/usr/local/php82/sockets/webapps.sock;"));
+        let o = t.join(&OVERLAY[1..]);
+        fs::create_dir_all(o.parent().unwrap()).unwrap();
+        fs::write(o, format!("# site-wide tweaks\n{live}")).unwrap();
+        let pma = t.join("var/www/html/phpMyAdmin");
+        fs::create_dir_all(&pma).unwrap();
+        fs::write(pma.join("index.php"), sim::INDEX_PHP).unwrap();
+    });
+    let pma = "/phpMyAdmin/index.php";
+    rig.assert_php(false, sim::HOSTNAME, pma);
+    rig.assert_php(false, "alice.test", pma);
+    rig.upgrade(&[(1, "8.3")], &["8.3"], &["8.2"]);
+    assert!(rig
+        .text("/etc/nginx/webapps.conf")
+        .contains("unix:/usr/local/php82/sockets/webapps.sock;"));
+    rig.assert_status(false, sim::HOSTNAME, pma, 502);
+    rig.assert_status(false, "alice.test", pma, 502);
+    rig.assert_php(false, "alice.test", "/index.php");
+
+    let before = rig.read(OVERLAY);
+    let live_before = rig.read("/etc/nginx/webapps.conf");
+    let j = rig.repair_ok(&["--all"]);
+    let pretty = serde_json::to_string_pretty(&j).unwrap();
+    assert!(
+        j["plans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["plan"]["safety"] == "confirm"),
+        "{pretty}"
+    );
+    let states = file_states(&j);
+    assert_eq!(
+        states.get(OVERLAY).map(String::as_str),
+        Some("applied"),
+        "{pretty}"
+    );
+    assert_only_spans_changed(&before, &rig.read(OVERLAY), OVERLAY, &edits(&j));
+    let overlay = rig.text(OVERLAY);
+    assert_eq!(
+        overlay.matches("php83/sockets/webapps.sock").count(),
+        2,
+        "{overlay}"
+    );
+    assert!(!overlay.contains("php82"), "{overlay}");
+    if states.contains_key("/etc/nginx/webapps.conf") {
+        assert_only_spans_changed(
+            &live_before,
+            &rig.read("/etc/nginx/webapps.conf"),
+            "/etc/nginx/webapps.conf",
+            &edits(&j),
+        );
+    }
+    rig.assert_php(false, sim::HOSTNAME, pma);
+    rig.assert_php(false, "alice.test", pma);
+    rig.assert_php(true, "bob.test", pma);
+    rig.rebuild();
+    assert_eq!(
+        rig.text("/etc/nginx/webapps.conf"),
+        overlay,
+        "the overlay was copied again"
+    );
+    rig.assert_php(false, sim::HOSTNAME, pma);
+    rig.assert_php(false, "alice.test", pma);
+    rig.assert_scan_clean();
+}
+
+/// Scenario 5: dave.test selects slot 2 (`php1_select=2`), whose release
+/// becomes `no` in the upgrade. The sim's rewrite falls back to slot 1 (as
+/// it is written to), so the real nginx keeps answering 200 through the 8.3
+/// socket: no 502 here, but the panel data is wrong and the scan says so.
+/// The repair moves the domain to a live slot (`confirm`: applied with
+/// `--yes`, not with `--safe-only`).
+#[test]
+fn php1_select_on_a_disabled_slot_is_moved_to_a_live_slot() {
+    let mut s = plain_server();
+    s.php.push(("8.1".into(), "php-fpm".into()));
+    let mut dave = SimDomain::new("dave.test");
+    dave.php1_select = Some(2);
+    s.users.push(SimUser::new("dave", "admin", 5004, vec![dave]));
+    let mut rig = Rig::start(s, |_| {});
+    rig.assert_php(false, "dave.test", "/index.php");
+    assert!(rig
+        .text(&format!("{USERS}/dave/nginx.conf"))
+        .contains("unix:/usr/local/php81/sockets/dave.sock;"));
+
+    rig.upgrade(&[(1, "8.3"), (2, "no")], &["8.3"], &["8.2", "8.1"]);
+    // What really happens: the fallback serves dave.test from slot 1.
+    rig.assert_php(false, "dave.test", "/index.php");
+    let vhost = rig.text(&format!("{USERS}/dave/nginx.conf"));
+    assert!(
+        vhost.contains(&format!("include {USERS}/dave/nginx_php.conf;")) && !vhost.contains("php81"),
+        "{vhost}"
+    );
+    assert!(rig
+        .text(&format!("{USERS}/dave/nginx_php.conf"))
+        .contains("unix:/usr/local/php83/sockets/dave.sock;"));
+    let scan = rig.fpm(&["scan", "--domain", "dave.test", "--json"]).json();
+    let pretty = serde_json::to_string_pretty(&scan).unwrap();
+    let conf = format!("{USERS}/dave/domains/dave.test.conf");
+    assert!(
+        scan["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["layer"] == "panel" && f["file"] == conf.as_str() && f["severity"] == "critical"),
+        "{pretty}"
+    );
+
+    let r = rig.fpm(&[
+        "repair",
+        "--domain",
+        "dave.test",
+        "--safe-only",
+        "--yes",
+        "--json",
+    ]);
+    assert_eq!(
+        r.json()["outcome"],
+        "nothing_to_do",
+        "a confirm plan is not safe-only"
+    );
+    let before = rig.read(&conf);
+    let j = rig.repair_ok(&["--domain", "dave.test"]);
+    let pretty = serde_json::to_string_pretty(&j).unwrap();
+    assert_eq!(j["plans"][0]["plan"]["safety"], "confirm", "{pretty}");
+    assert_eq!(
+        file_states(&j),
+        BTreeMap::from([(conf.clone(), "applied".to_string())]),
+        "{pretty}"
+    );
+    assert_only_spans_changed(&before, &rig.read(&conf), &conf, &edits(&j));
+    assert!(
+        rig.text(&conf).contains("\nphp1_select=1\n"),
+        "{}",
+        rig.text(&conf)
+    );
+    rig.assert_php(false, "dave.test", "/index.php");
+    rig.rebuild();
+    rig.assert_php(false, "dave.test", "/index.php");
+    rig.assert_php(false, "alice.test", "/index.php");
+    rig.assert_scan_clean();
 }
