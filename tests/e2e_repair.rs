@@ -850,3 +850,166 @@ fn php1_select_on_a_disabled_slot_is_moved_to_a_live_slot() {
     rig.assert_php(false, "alice.test", "/index.php");
     rig.assert_scan_clean();
 }
+
+const APACHE: &str = "/usr/sbin/apache2";
+
+/// The main Apache config DA's httpd.conf would be (host paths: /etc/httpd
+/// is not mounted in the namespace). Workers run in the nginx group, which
+/// owns the php-fpm sockets in nginx_apache mode.
+fn apache_conf(t: &Path, port: u16) -> String {
+    let m = |n: &str| format!("LoadModule {n}_module /usr/lib/apache2/modules/mod_{n}.so\n");
+    let mut c = String::new();
+    for n in [
+        "mpm_event",
+        "authz_core",
+        "mime",
+        "dir",
+        "proxy",
+        "proxy_fcgi",
+        "suexec",
+    ] {
+        c.push_str(&m(n));
+    }
+    c.push_str(&format!(
+        "ServerRoot /etc/apache2\nServerName {host}\nUser apache\nGroup nginx\n\
+         PidFile /run/apache-sim.pid\nDefaultRuntimeDir /run\nListen 127.0.0.1:{port}\n\
+         ErrorLog /var/log/httpd/error_log\nLogLevel warn\nTypesConfig /etc/mime.types\n\
+         LogFormat \"%b\" bytes\nLogFormat \"%h %l %u %t \\\"%r\\\" %>s %b\" combined\n\
+         DirectoryIndex index.php index.html\n<Directory />\n\tRequire all granted\n</Directory>\n\
+         Include {vh}\n",
+        host = sim::HOSTNAME,
+        vh = t.join("etc/httpd/conf/extra/directadmin-vhosts.conf").display()
+    ));
+    c
+}
+
+/// Scenario 6: nginx_apache; nginx proxies to a real Apache 2.4
+/// (mod_proxy_fcgi) whose `.cust_httpd` hard-codes the php82 socket. After
+/// the upgrade Apache cannot reach PHP (Apache answers 503 for a dead
+/// FastCGI backend, nginx passes it on); the repair edits `.cust_httpd`,
+/// DA rewrites, `apache2 -t` and a graceful restart run in the namespace;
+/// 200 after, and after a rebuild.
+#[test]
+fn cust_httpd_repair_with_real_apache_behind_nginx() {
+    assert!(
+        Path::new(APACHE).exists(),
+        "needs Debian's apache2 (apt-get install apache2) for the nginx_apache scenario"
+    );
+    let mut s = SimServer::new("nginx_apache", "8.2");
+    let mut admin = SimUser::new("admin", "admin", 5000, vec![]);
+    admin.usertype = "admin".into();
+    let mut erin = SimDomain::new("erin.test");
+    erin.cust_httpd = Some(
+        "# legacy app pinned to PHP 8.2\n<LocationMatch \"\\.php$\">\n\
+         \tSetHandler \"proxy:unix:/usr/local/php82/sockets/erin.sock|fcgi://localhost\"\n</LocationMatch>\n"
+            .into(),
+    );
+    let mut fred = SimDomain::new("fred.test");
+    fred.ssl = false;
+    s.users = vec![
+        admin,
+        SimUser::new("erin", "admin", 5001, vec![erin]),
+        SimUser::new("fred", "admin", 5002, vec![fred]),
+    ];
+    let (p8080, p8081) = (free_port(), free_port());
+    let mut rig = Rig::start(s, |t| {
+        let dac = t.join("usr/local/directadmin/conf/directadmin.conf");
+        let text = fs::read_to_string(&dac)
+            .unwrap()
+            .replace("port_8080=8080", &format!("port_8080={p8080}"))
+            .replace("port_8081=8081", &format!("port_8081={p8081}"));
+        fs::write(dac, text).unwrap();
+    });
+    let t = rig.d.root().to_path_buf();
+    let conf = t.join(".ns/apache-sim.conf");
+    fs::write(&conf, apache_conf(&t, p8080)).unwrap();
+    let conf_s = conf.to_string_lossy().into_owned();
+    rig.d
+        .start_daemon("apache", APACHE, &["-f", &conf_s, "-DFOREGROUND"], &[p8080]);
+    let ns = rig.d.nsenter_prefix();
+    let rewrite = format!("{BIN} sim-rewrite {} --user {{user}}", q(&t.to_string_lossy()));
+    let mut toml = commands_toml(&rig.d, &rewrite);
+    toml.push_str(&format!(
+        "apache_test = {:?}\napache_reload = {:?}\n",
+        format!("{ns} {APACHE} -f {} -t", q(&conf_s)),
+        format!("{ns} {APACHE} -f {} -k graceful", q(&conf_s)),
+    ));
+    fs::write(&rig.conf, toml).unwrap();
+    let apache_log = |rig: &Rig| {
+        format!(
+            "{}\n{}",
+            rig.d.daemon_out("apache"),
+            fs::read_to_string(rig.host("/var/log/httpd/error_log")).unwrap_or_default()
+        )
+    };
+    let r = rig.d.get(false, "erin.test", "/index.php");
+    assert_eq!(r.status, 200, "{r:?}\n{}", apache_log(&rig));
+    assert!(r.body.contains("sim-php-ok erin.test fpm-fcgi"), "{r:?}");
+    rig.assert_php(false, "fred.test", "/index.php");
+
+    rig.upgrade(&[(1, "8.3")], &["8.3"], &["8.2"]);
+    // nginx's config is unchanged in substance; Apache needs its restart.
+    let out = rig.d.run(APACHE, &["-f", &conf_s, "-k", "graceful"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let wait_status = |rig: &Rig, host: &str, want: u16| {
+        let start = Instant::now();
+        loop {
+            let r = rig.d.get(false, host, "/index.php");
+            if r.status == want {
+                return r;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{host}: wanted {want}, got {r:?}\n{}",
+                apache_log(rig)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_status(&rig, "fred.test", 200);
+    wait_status(&rig, "erin.test", 503);
+    let errs = fs::read_to_string(t.join("var/log/httpd/domains/erin.test.error.log")).unwrap_or_default()
+        + &fs::read_to_string(t.join("var/log/httpd/error_log")).unwrap_or_default();
+    assert!(
+        errs.contains("/usr/local/php82/sockets/erin.sock"),
+        "Apache names the dead socket:\n{errs}"
+    );
+
+    let file = cust_path("erin", "erin.test", "cust_httpd");
+    let before = rig.read(&file);
+    let r = rig.fpm(&["repair", "--domain", "erin.test", "--yes", "--json"]);
+    let j = r.json();
+    let pretty = serde_json::to_string_pretty(&j).unwrap();
+    assert_eq!(j["outcome"], "ok", "{pretty}\n{}\n{}", r.stderr, apache_log(&rig));
+    assert_eq!(j["plans"][0]["plan"]["safety"], "safe", "{pretty}");
+    assert_eq!(j["plans"][0]["plan"]["target"], "apache", "{pretty}");
+    assert_eq!(
+        file_states(&j),
+        BTreeMap::from([(file.clone(), "applied".to_string())]),
+        "{pretty}"
+    );
+    let steps = j["steps"].as_array().unwrap();
+    for step in ["rewrite", "validate", "reload", "verify"] {
+        assert!(
+            steps
+                .iter()
+                .any(|s| s["step"] == step && s["ok"] == true && s["skipped"] != true),
+            "{step} ran\n{pretty}"
+        );
+    }
+    assert_only_spans_changed(&before, &rig.read(&file), &file, &edits(&j));
+    assert!(rig
+        .text(&file)
+        .contains("\"proxy:unix:/usr/local/php83/sockets/erin.sock|fcgi://localhost\""));
+    // A graceful restart replaces Apache's children asynchronously.
+    let r = wait_status(&rig, "erin.test", 200);
+    assert!(r.body.contains("sim-php-ok erin.test fpm-fcgi"), "{r:?}");
+
+    rig.rebuild();
+    let out = rig.d.run(APACHE, &["-f", &conf_s, "-k", "graceful"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(200));
+    wait_status(&rig, "erin.test", 200);
+    wait_status(&rig, "fred.test", 200);
+    rig.assert_scan_clean();
+}

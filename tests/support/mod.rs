@@ -506,8 +506,17 @@ impl Daemons {
     /// Daemon output and FPM logs.
     pub fn daemon_logs(&self) -> String {
         let mut out = String::new();
-        for f in ["nginx.out", "php-fpm82.out", "php-fpm83.out"] {
-            if let Ok(t) = fs::read_to_string(self.root.join(".ns").join(f)) {
+        let mut outs: Vec<String> = fs::read_dir(self.root.join(".ns"))
+            .map(|r| {
+                r.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".out"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        outs.sort();
+        for f in outs {
+            if let Ok(t) = fs::read_to_string(self.root.join(".ns").join(&f)) {
                 out.push_str(&format!("==> {f} <==\n{t}"));
             }
         }
