@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 # --- test ------------------------------------------------------------------
 
 # The end-to-end tests run the real daemons: nginx, php-fpm 8.2 (Debian 12's
-# PHP), curl, openssl, and unshare/nsenter from util-linux.
+# PHP), Apache 2.4, curl, openssl, and unshare/nsenter from util-linux.
 install_test_deps() {
     local want=() nginx=0
     [ -x /usr/sbin/nginx ] || nginx=1
@@ -18,6 +18,10 @@ install_test_deps() {
     command -v openssl >/dev/null 2>&1 || want+=(openssl)
     { command -v unshare && command -v nsenter && command -v mountpoint; } >/dev/null 2>&1 || want+=(util-linux)
     command -v mount >/dev/null 2>&1 || want+=(mount)
+    # e2e_repair's nginx_apache scenario: a real Apache with mod_proxy_fcgi;
+    # DA's vhosts use SuexecUserGroup, which needs the suexec binary.
+    [ -x /usr/sbin/apache2 ] || want+=(apache2)
+    [ -e /usr/lib/apache2/suexec ] || want+=(apache2-suexec-pristine)
     # TODO(later suites): mariadb-server (DA's database), chromium (UI checks):
     # command -v mariadbd >/dev/null 2>&1 || want+=(mariadb-server)
     # command -v chromium >/dev/null 2>&1 || want+=(chromium)

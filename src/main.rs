@@ -96,7 +96,12 @@ enum Cmd {
     },
     /// Run the DirectAdmin rewrite emulator on a simulated tree (tests, demo).
     #[command(hide = true)]
-    SimRewrite { dir: PathBuf },
+    SimRewrite {
+        dir: PathBuf,
+        /// Only this user's files, like DA's `action=rewrite&value=httpd&user=U`.
+        #[arg(long)]
+        user: Option<String>,
+    },
     /// Show the documentation of a check.
     Explain {
         /// Check id, e.g. socket-drift; omit to list them.
@@ -326,8 +331,12 @@ fn run() -> Result<i32, String> {
             print_apply(&r, json);
             Ok(fpm_doctor::repair::exit_code(&r))
         }
-        Cmd::SimRewrite { dir } => {
-            fpm_doctor::sim::rewrite(&dir).map_err(|e| e.to_string())?;
+        Cmd::SimRewrite { dir, user } => {
+            match user {
+                Some(u) => fpm_doctor::sim::rewrite_user(&dir, &u),
+                None => fpm_doctor::sim::rewrite(&dir),
+            }
+            .map_err(|e| e.to_string())?;
             Ok(0)
         }
         Cmd::Demo { keep, json } => fpm_doctor::demo::run(keep.as_deref(), json),

@@ -51,8 +51,21 @@ pub fn propose(cfg: &Config, scope: &Scope) -> Result<Proposal, String> {
     let analysis = checks::analyse(&server);
     let mut planned = Vec::new();
     let mut seen: Vec<Plan> = Vec::new();
+    let mut all_users: Option<Vec<String>> = None;
     for f in analysis.findings {
-        if let Some(p) = plan::plan_for(&server, &cfg.paths, &f) {
+        if let Some(mut p) = plan::plan_for(&server, &cfg.paths, &f) {
+            if f.layer == Some("template") && !p.edits.is_empty() {
+                // A custom template is rendered for every user, not only the
+                // ones in this (possibly --domain) scope: DA must rewrite all
+                // of them, or the others keep the old socket until the next
+                // full rebuild.
+                if all_users.is_none() {
+                    all_users = Some(readers::da::list_users(&readers::Fs::new(cfg), None)?);
+                }
+                let mut users = all_users.clone().unwrap_or_default();
+                users.sort();
+                p.rewrite_users = users;
+            }
             // One edit fixes every domain that text serves (a .cust_nginx
             // inlined into the domain's subdomains too): plan it once.
             let dup = seen.iter().any(|o| {
@@ -158,5 +171,44 @@ pub fn exit_code(r: &ApplyReport) -> i32 {
         Outcome::Refused => 1,
         Outcome::RolledBack => 2,
         Outcome::Failed => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim;
+
+    /// A custom template serves every user: a repair asked for one domain
+    /// must still have DA rewrite every user.
+    #[test]
+    fn template_repair_in_a_domain_scope_rewrites_every_user() {
+        let t = tempfile::tempdir().unwrap();
+        let mut s = sim::SimServer::drift_demo();
+        s.users[1].domains[0].cust_nginx = None;
+        sim::write_tree(t.path(), &s).unwrap();
+        let tpl = t
+            .path()
+            .join("usr/local/directadmin/data/templates/custom/nginx_php.conf");
+        std::fs::create_dir_all(tpl.parent().unwrap()).unwrap();
+        std::fs::write(
+            &tpl,
+            "\tlocation ~ \\.php$ {\n\t\tfastcgi_pass unix:/usr/local/php82/sockets/|USER|.sock;\n\t}\n",
+        )
+        .unwrap();
+        sim::upgrade_php(t.path(), 1, "8.3").unwrap();
+        let cfg = Config::load(None, Some(t.path())).unwrap();
+        let scope = Scope {
+            user: None,
+            domain: Some("alice.test".into()),
+        };
+        let p = propose(&cfg, &scope).unwrap();
+        let tp: Vec<&Planned> = p
+            .planned
+            .iter()
+            .filter(|p| p.finding.layer == Some("template"))
+            .collect();
+        assert_eq!(tp.len(), 1, "{:#?}", p.planned);
+        assert_eq!(tp[0].plan.rewrite_users, ["admin", "alice", "bob"]);
     }
 }

@@ -17,7 +17,7 @@ mod rewrite;
 pub mod template;
 
 pub use large::generate_large;
-pub use rewrite::rewrite;
+pub use rewrite::{rewrite, rewrite_user};
 
 use std::collections::BTreeMap;
 use std::fs;

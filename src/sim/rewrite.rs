@@ -693,6 +693,19 @@ pub fn rewrite(root: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// What DA does for one user (`action=rewrite&value=httpd&user=<u>`): that
+/// user's pools, `nginx.conf`, `nginx_php.conf` and `httpd.conf` only; the
+/// server-wide files and the other users' files are left as they are.
+pub fn rewrite_user(root: &Path, user: &str) -> io::Result<()> {
+    if !list_users(root)?.iter().any(|u| u == user) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no DirectAdmin user {user:?} in the tree"),
+        ));
+    }
+    Ctx::load(root)?.rewrite_user(user)
+}
+
 const FASTCGI_PARAMS: &str = "fastcgi_param  GATEWAY_INTERFACE  CGI/1.1;
 fastcgi_param  SERVER_SOFTWARE    nginx;
 fastcgi_param  QUERY_STRING       $query_string;

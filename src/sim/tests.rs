@@ -323,3 +323,24 @@ fn large_tree_has_requested_size() {
     assert_eq!(drifted, 50);
     assert!(read(r, "/usr/local/directadmin/data/admin/reseller.list").starts_with("res001\nres002\n"));
 }
+
+#[test]
+fn rewrite_user_regenerates_only_that_user() {
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path();
+    write_tree(r, &small()).unwrap();
+    let users = "/usr/local/directadmin/data/users";
+    let opts = host(r, "/usr/local/directadmin/custombuild/options.conf");
+    let text = read(r, "/usr/local/directadmin/custombuild/options.conf")
+        .replace("php1_release=8.2", "php1_release=8.3");
+    fs::write(&opts, text).unwrap();
+    rewrite_user(r, "bob").unwrap();
+    assert!(read(r, &format!("{users}/bob/nginx_php.conf")).contains("/usr/local/php83/sockets/bob.sock;"));
+    assert!(read(r, &format!("{users}/bob/php/php-fpm83.conf")).contains("php83/sockets/bob.sock"));
+    // Alice and the server-wide files wait for their own rewrite.
+    assert!(
+        read(r, &format!("{users}/alice/nginx_php.conf")).contains("/usr/local/php82/sockets/alice.sock;")
+    );
+    assert!(read(r, "/etc/nginx/webapps.conf").contains("php82/sockets/webapps.sock"));
+    assert!(rewrite_user(r, "nobody-here").is_err());
+}

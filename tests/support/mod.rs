@@ -386,19 +386,66 @@ impl Daemons {
     /// `nginx -s reload`, then wait until every old worker is gone, so the
     /// next request is served with the new configuration.
     pub fn reload_nginx(&mut self) {
-        let master = self.procs["nginx"].id();
-        let old = children_of(master);
+        let old = self.nginx_workers();
         let out = self.run(NGINX, &["-e", "/var/log/nginx/error.log", "-s", "reload"]);
         assert!(
             out.status.success(),
             "nginx -s reload: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        self.wait_nginx_reloaded(&old);
+    }
+
+    /// The running nginx master's workers (take them before something else
+    /// reloads nginx, then [`Daemons::wait_nginx_reloaded`]).
+    pub fn nginx_workers(&self) -> Vec<u32> {
+        children_of(self.procs["nginx"].id())
+    }
+
+    /// Wait until none of `old` is a worker any more: a reload sent by
+    /// someone else (a repair's `nginx -s reload`) has taken effect.
+    pub fn wait_nginx_reloaded(&mut self, old: &[u32]) {
+        let master = self.procs["nginx"].id();
         self.wait_for("nginx workers restarted after reload", |d| {
             d.check_alive("nginx");
             let now = children_of(master);
             !now.is_empty() && now.iter().all(|p| !old.contains(p))
         });
+    }
+
+    /// Pid of the process holding the namespace.
+    pub fn holder_pid(&self) -> u32 {
+        self.holder.id()
+    }
+
+    /// `nsenter --mount=/proc/<holder>/ns/mnt --`: prefix of a command line
+    /// that runs a program inside the namespace (for a repair's config).
+    pub fn nsenter_prefix(&self) -> String {
+        format!("nsenter {} --", self.ns)
+    }
+
+    /// Start any daemon (kept in the foreground, own process group) inside
+    /// the namespace, output to `.ns/<name>.out`, and wait for `ports`.
+    pub fn start_daemon(&mut self, name: &str, program: &str, args: &[&str], ports: &[u16]) {
+        let log = fs::File::create(self.root.join(format!(".ns/{name}.out"))).unwrap();
+        let mut cmd = self.ns_cmd(program);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child = spawn_guarded(&mut cmd).unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+        self.procs.insert(name.into(), child);
+        for &port in ports {
+            self.wait_for(&format!("{name} on port {port}"), |d| {
+                d.check_alive(name);
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+        }
+    }
+
+    /// Output of a daemon started with [`Daemons::start_daemon`].
+    pub fn daemon_out(&self, name: &str) -> String {
+        fs::read_to_string(self.root.join(format!(".ns/{name}.out"))).unwrap_or_default()
     }
 
     /// `nginx -t` inside the namespace: (success, output).
@@ -459,8 +506,17 @@ impl Daemons {
     /// Daemon output and FPM logs.
     pub fn daemon_logs(&self) -> String {
         let mut out = String::new();
-        for f in ["nginx.out", "php-fpm82.out", "php-fpm83.out"] {
-            if let Ok(t) = fs::read_to_string(self.root.join(".ns").join(f)) {
+        let mut outs: Vec<String> = fs::read_dir(self.root.join(".ns"))
+            .map(|r| {
+                r.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".out"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        outs.sort();
+        for f in outs {
+            if let Ok(t) = fs::read_to_string(self.root.join(".ns").join(&f)) {
                 out.push_str(&format!("==> {f} <==\n{t}"));
             }
         }
