@@ -59,6 +59,13 @@ struct Group<'a> {
     statuses: BTreeMap<u16, usize>,
 }
 
+fn endpoint_key(e: &crate::probe::Endpoint) -> String {
+    match e {
+        crate::probe::Endpoint::Unix(p) => format!("unix:{p}"),
+        other => other.display(),
+    }
+}
+
 /// Registry entry point.
 pub fn check(server: &Server, ctx: &super::Context) -> CheckOutput {
     run(server, &ctx.drift.findings)
@@ -144,6 +151,36 @@ pub fn run(server: &Server, drift: &[Finding]) -> CheckOutput {
         let (status, _) = status_of(e, &logs.access);
         *g.statuses.entry(status).or_default() += 1;
     }
+    // Upstreams the configs use now, and which of them answer: a connect
+    // failure to an upstream nothing uses any more, or that answers now, is history.
+    let mut referenced: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let vhosts = server
+        .users
+        .iter()
+        .flat_map(|u| {
+            u.domains
+                .iter()
+                .flat_map(|d| d.vhosts.iter())
+                .chain(u.stray_vhosts.iter())
+        })
+        .chain(server.global_vhosts.iter());
+    for v in vhosts {
+        for h in &v.handlers {
+            if let crate::model::Target::Endpoint(e) = &h.target {
+                referenced.insert(endpoint_key(e));
+            }
+        }
+    }
+    let connect_class = |c: Class| {
+        matches!(
+            c,
+            Class::Missing
+                | Class::Refused
+                | Class::PermissionDenied
+                | Class::BacklogFull
+                | Class::OtherConnect
+        )
+    };
     for ((domain, upstream, class), g) in groups {
         let first = g.events.iter().map(|e| e.time).min().unwrap_or(0);
         let last_ev = g.events.iter().max_by_key(|e| e.time).expect("non-empty group");
@@ -156,7 +193,22 @@ pub fn run(server: &Server, drift: &[Finding]) -> CheckOutput {
             .sum();
         // 502s in the last minutes are an outage now; older ones are history.
         let recent = server.evidence.now - last_ev.time <= RECENT_SECS;
-        let severity = if n502 > 0 && recent {
+        let resolved = connect_class(class)
+            && upstream.as_deref().is_some_and(|u| {
+                let ep = crate::probe::Endpoint::parse_nginx(u);
+                let live = ep
+                    .as_ref()
+                    .and_then(|e| server.probes.get(e))
+                    .is_some_and(|r| r.state.is_live());
+                let unused = !referenced.is_empty()
+                    && ep
+                        .as_ref()
+                        .is_some_and(|e| !referenced.contains(&endpoint_key(e)));
+                live || unused
+            });
+        let severity = if resolved {
+            Severity::Info
+        } else if n502 > 0 && recent {
             Severity::Critical
         } else if n5xx > 0 {
             Severity::Warning
@@ -174,7 +226,11 @@ pub fn run(server: &Server, drift: &[Finding]) -> CheckOutput {
                 class.as_str(),
                 upstream.as_deref().unwrap_or("an upstream"),
                 statuses.join(", "),
-                by.map(|c| format!(" → see {c}")).unwrap_or_default()
+                if resolved {
+                    " (resolved since: no handler uses that upstream now, or it answers)".to_string()
+                } else {
+                    by.map(|c| format!(" → see {c}")).unwrap_or_default()
+                }
             ),
         );
         f.user = domain
@@ -322,6 +378,25 @@ mod tests {
         assert_eq!(out.state, CheckState::Unknown);
         let s = Server::default();
         assert_eq!(run(&s, &[]).state, CheckState::NotApplicable);
+    }
+
+    #[test]
+    fn failures_to_an_upstream_that_answers_now_are_history() {
+        let mut s = server(vec![ev(MISSING, "a.test")], vec![]);
+        s.probes.insert(
+            crate::probe::Endpoint::Unix("/usr/local/php82/sockets/alice.sock".into()),
+            crate::probe::ProbeResult {
+                state: crate::probe::SocketState::Listening,
+                detail: String::new(),
+                owner: None,
+                mode: None,
+                fcgi: None,
+            },
+        );
+        let out = run(&s, &[]);
+        assert_eq!(out.findings[0].severity, Severity::Info);
+        assert!(out.findings[0].message.contains("resolved"));
+        assert_eq!(out.state, CheckState::Ok);
     }
 
     #[test]
