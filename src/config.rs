@@ -6,7 +6,7 @@
 //! server sees them, without the root prefix). Only [`Config::host`] turns a
 //! server path into the path this process opens.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -160,6 +160,50 @@ impl Default for ApplySettings {
     }
 }
 
+/// What `hook custombuild-post` does after a PHP build.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnUpgrade {
+    /// Scan, write the summary, notify: change nothing.
+    #[default]
+    Report,
+    /// Also apply the plans marked `safe` (never `confirm` or `manual`).
+    RepairSafe,
+}
+
+/// When the hooks send DA's admin message.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotifyWhen {
+    /// Drift found, something repaired, or the check itself failed.
+    #[default]
+    Problems,
+    Always,
+    Never,
+}
+
+/// Automatic checks (CustomBuild and DA event hooks).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HookSettings {
+    pub on_upgrade: OnUpgrade,
+    pub notify: NotifyWhen,
+    /// The task.queue action of an admin message. DA's task-queue docs do
+    /// not list it (real plugins use this line), hence configurable;
+    /// `&subject=…&message=…` is appended.
+    pub notify_task: String,
+}
+
+impl Default for HookSettings {
+    fn default() -> Self {
+        HookSettings {
+            on_upgrade: OnUpgrade::Report,
+            notify: NotifyWhen::Problems,
+            notify_task: "action=notify&value=admin".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
@@ -167,6 +211,7 @@ pub struct FileConfig {
     pub probe: ProbeSettings,
     pub commands: CommandSettings,
     pub apply: ApplySettings,
+    pub hook: HookSettings,
 }
 
 /// The resolved configuration of one run.
@@ -178,6 +223,7 @@ pub struct Config {
     pub probe: ProbeSettings,
     pub commands: CommandSettings,
     pub apply: ApplySettings,
+    pub hook: HookSettings,
     /// `--no-probe`: report `not_probed` instead of touching sockets.
     pub no_probe: bool,
 }
@@ -190,6 +236,7 @@ impl Default for Config {
             probe: ProbeSettings::default(),
             commands: CommandSettings::default(),
             apply: ApplySettings::default(),
+            hook: HookSettings::default(),
             no_probe: false,
         }
     }
@@ -205,6 +252,13 @@ impl Config {
             }
             None => FileConfig::default(),
         };
+        let t = &file.hook.notify_task;
+        // One queue line: a newline or a second `action=` would inject another task.
+        if !t.starts_with("action=") || t.contains(['\n', '\r']) || t.matches("action=").count() != 1 {
+            return Err(format!(
+                "[hook] notify_task must be one `action=…` query, got {t:?}"
+            ));
+        }
         let root = match root {
             Some(r) => std::fs::canonicalize(r).map_err(|e| format!("--root {}: {e}", r.display()))?,
             None => PathBuf::from("/"),
@@ -215,6 +269,7 @@ impl Config {
             probe: file.probe,
             commands: file.commands,
             apply: file.apply,
+            hook: file.hook,
             no_probe: false,
         })
     }
@@ -299,5 +354,11 @@ mod tests {
         assert_eq!(f.paths.nginx_conf, "/etc/nginx/nginx.conf");
         assert_eq!(f.probe.timeout_ms, 50);
         assert!(toml::from_str::<FileConfig>("[paths]\nbogus = 1\n").is_err());
+        let h: FileConfig =
+            toml::from_str("[hook]\non_upgrade = \"repair-safe\"\nnotify = \"never\"\n").unwrap();
+        assert_eq!(h.hook.on_upgrade, OnUpgrade::RepairSafe);
+        assert_eq!(h.hook.notify, NotifyWhen::Never);
+        assert_eq!(FileConfig::default().hook.on_upgrade, OnUpgrade::Report);
+        assert!(toml::from_str::<FileConfig>("[hook]\non_upgrade = \"repair-all\"\n").is_err());
     }
 }

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod checks;
 pub mod config;
 pub mod demo;
+pub mod hooks;
 pub mod model;
 pub mod nginx;
 pub mod probe;
