@@ -315,6 +315,10 @@ fn notice(cfg: &Config, s: &HookSummary) -> (String, String) {
             s.verdict_after.unwrap_or("?")
         ),
         (_, "ok") => "FPM Doctor: PHP build checked, every PHP site reaches its socket".to_string(),
+        (_, v) if s.counts.domains_drift == 0 => format!(
+            "FPM Doctor: PHP build checked: {v}, {} finding(s) to read",
+            s.counts.findings
+        ),
         (_, v) => format!(
             "FPM Doctor: {} domain(s) point at a dead PHP-FPM socket after the PHP build ({v})",
             s.counts.domains_drift
