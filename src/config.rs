@@ -6,7 +6,7 @@
 //! server sees them, without the root prefix). Only [`Config::host`] turns a
 //! server path into the path this process opens.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -188,6 +188,50 @@ impl Default for LogSettings {
     }
 }
 
+/// What `hook custombuild-post` does after a PHP build.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnUpgrade {
+    /// Scan, write the summary, notify: change nothing.
+    #[default]
+    Report,
+    /// Also apply the plans marked `safe` (never `confirm` or `manual`).
+    RepairSafe,
+}
+
+/// When the hooks send DA's admin message.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotifyWhen {
+    /// Drift found, something repaired, or the check itself failed.
+    #[default]
+    Problems,
+    Always,
+    Never,
+}
+
+/// Automatic checks (CustomBuild and DA event hooks).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HookSettings {
+    pub on_upgrade: OnUpgrade,
+    pub notify: NotifyWhen,
+    /// The task.queue action of an admin message. DA's task-queue docs do
+    /// not list it (real plugins use this line), hence configurable;
+    /// `&subject=…&message=…` is appended.
+    pub notify_task: String,
+}
+
+impl Default for HookSettings {
+    fn default() -> Self {
+        HookSettings {
+            on_upgrade: OnUpgrade::Report,
+            notify: NotifyWhen::Problems,
+            notify_task: "action=notify&value=admin".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
@@ -196,6 +240,7 @@ pub struct FileConfig {
     pub probe: ProbeSettings,
     pub commands: CommandSettings,
     pub apply: ApplySettings,
+    pub hook: HookSettings,
 }
 
 /// The resolved configuration of one run.
@@ -208,6 +253,7 @@ pub struct Config {
     pub commands: CommandSettings,
     pub apply: ApplySettings,
     pub logs: LogSettings,
+    pub hook: HookSettings,
     /// `--no-probe`: report `not_probed` instead of touching sockets.
     pub no_probe: bool,
 }
@@ -221,6 +267,7 @@ impl Default for Config {
             commands: CommandSettings::default(),
             apply: ApplySettings::default(),
             logs: LogSettings::default(),
+            hook: HookSettings::default(),
             no_probe: false,
         }
     }
@@ -236,6 +283,13 @@ impl Config {
             }
             None => FileConfig::default(),
         };
+        let t = &file.hook.notify_task;
+        // One queue line: a newline or a second `action=` would inject another task.
+        if !t.starts_with("action=") || t.contains(['\n', '\r']) || t.matches("action=").count() != 1 {
+            return Err(format!(
+                "[hook] notify_task must be one `action=…` query, got {t:?}"
+            ));
+        }
         let root = match root {
             Some(r) => std::fs::canonicalize(r).map_err(|e| format!("--root {}: {e}", r.display()))?,
             None => PathBuf::from("/"),
@@ -247,6 +301,7 @@ impl Config {
             commands: file.commands,
             apply: file.apply,
             logs: file.logs,
+            hook: file.hook,
             no_probe: false,
         })
     }
@@ -331,5 +386,11 @@ mod tests {
         assert_eq!(f.paths.nginx_conf, "/etc/nginx/nginx.conf");
         assert_eq!(f.probe.timeout_ms, 50);
         assert!(toml::from_str::<FileConfig>("[paths]\nbogus = 1\n").is_err());
+        let h: FileConfig =
+            toml::from_str("[hook]\non_upgrade = \"repair-safe\"\nnotify = \"never\"\n").unwrap();
+        assert_eq!(h.hook.on_upgrade, OnUpgrade::RepairSafe);
+        assert_eq!(h.hook.notify, NotifyWhen::Never);
+        assert_eq!(FileConfig::default().hook.on_upgrade, OnUpgrade::Report);
+        assert!(toml::from_str::<FileConfig>("[hook]\non_upgrade = \"repair-all\"\n").is_err());
     }
 }

@@ -7,6 +7,7 @@ pub mod checks;
 pub mod config;
 pub mod demo;
 pub mod evidence;
+pub mod hooks;
 pub mod model;
 pub mod nginx;
 pub mod probe;

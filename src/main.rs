@@ -94,6 +94,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// What the CustomBuild and DirectAdmin hooks run (see README).
+    Hook {
+        #[command(subcommand)]
+        which: HookCmd,
+    },
     /// Run the DirectAdmin rewrite emulator on a simulated tree (tests, demo).
     #[command(hide = true)]
     SimRewrite {
@@ -126,6 +131,102 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         drift_every: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum HookCmd {
+    /// After a PHP build: scan, write <state_dir>/last-hook.json, apply safe
+    /// plans under `[hook] on_upgrade = "repair-safe"`, notify the admin.
+    /// Exits 0 unless its config cannot be loaded.
+    CustombuildPost {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        json: bool,
+    },
+    /// DA wrote a user's web config: queue the user for a re-check and make
+    /// sure one drain worker runs.
+    UserHttpdWrite {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        user: String,
+    },
+    /// Re-check every queued user (one worker at a time).
+    Drain {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+impl Common {
+    /// The same flags, for a process we start.
+    fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut a = Vec::new();
+        if let Some(c) = &self.config {
+            a.push("--config".into());
+            a.push(c.clone().into_os_string());
+        }
+        if let Some(r) = &self.root {
+            a.push("--root".into());
+            a.push(r.clone().into_os_string());
+        }
+        a
+    }
+
+    fn load(&self) -> Result<Config, String> {
+        Config::load(self.config.as_deref(), self.root.as_deref())
+    }
+}
+
+fn cmd_hook(which: HookCmd) -> Result<i32, String> {
+    use fpm_doctor::hooks;
+    match which {
+        HookCmd::CustombuildPost { common, json } => {
+            let cfg = common.load()?;
+            let s = hooks::custombuild_post(&cfg);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?);
+            } else {
+                println!(
+                    "fpm-doctor hook custombuild-post: verdict {}, {} drifted domain(s){}{}",
+                    s.verdict,
+                    s.drifted_domains.len(),
+                    s.repaired
+                        .as_ref()
+                        .map(|r| format!(", repair {} {:?}", r.repair_id, r.outcome))
+                        .unwrap_or_default(),
+                    if s.notified { ", admin notified" } else { "" }
+                );
+                for e in &s.errors {
+                    println!("  error: {}", report::sanitize(e));
+                }
+            }
+            // Never fail the build: problems are in the summary.
+            Ok(0)
+        }
+        HookCmd::UserHttpdWrite { common, user } => {
+            let cfg = common.load()?;
+            hooks::enqueue_user(&cfg, &user)?;
+            let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+            hooks::spawn_drain(&cfg, &exe, &common.args())?;
+            Ok(0)
+        }
+        HookCmd::Drain { common } => {
+            let cfg = common.load()?;
+            let r = hooks::drain(&cfg);
+            for e in &r.errors {
+                eprintln!("fpm-doctor hook drain: {}", report::sanitize(e));
+            }
+            if !r.busy {
+                println!(
+                    "fpm-doctor hook drain: re-checked {}",
+                    report::sanitize(&r.rechecked.join(" "))
+                );
+            }
+            Ok(if r.errors.is_empty() { 0 } else { 1 })
+        }
+    }
 }
 
 fn print_report(r: &scan::Report, json: bool, verbose: bool) {
@@ -331,6 +432,7 @@ fn run() -> Result<i32, String> {
             print_apply(&r, json);
             Ok(fpm_doctor::repair::exit_code(&r))
         }
+        Cmd::Hook { which } => cmd_hook(which),
         Cmd::SimRewrite { dir, user } => {
             match user {
                 Some(u) => fpm_doctor::sim::rewrite_user(&dir, &u),

@@ -88,10 +88,12 @@ pub fn queue_append(cfg: &Config, line: &str) -> Result<(), String> {
 }
 
 /// Queue a notification to the admins:
-/// `action=notify&value=admin&subject=…&message=…`, form-encoded, capped to
-/// [`NOTIFY_MAX`] bytes (the message is cut first), one line, one write.
+/// `action=notify&value=admin&subject=…&message=…` (the action is
+/// `[hook] notify_task`), form-encoded, capped to [`NOTIFY_MAX`] bytes (the
+/// message is cut first), one line, one write.
 pub fn notify_admin(cfg: &Config, subject: &str, message: &str) -> Result<(), String> {
-    let head = "action=notify&value=admin&subject=";
+    let head = format!("{}&subject=", cfg.hook.notify_task);
+    let head = head.as_str();
     let mut subj = String::new();
     for ch in subject.chars() {
         let e = form_encode(ch.encode_utf8(&mut [0u8; 4]));

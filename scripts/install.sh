@@ -1,0 +1,131 @@
+#!/bin/sh
+# FPM Doctor plugin install (DirectAdmin runs it as root, without request
+# environment; update.sh runs it too). Idempotent: installs the binary, the
+# state dir, the default config (ONLY if missing: never overwritten), and
+# the CustomBuild hooks.
+#
+# Environment:
+#   INSTALL_ROOT       prefix for every path touched (default /; tests use a temp dir)
+#   DA_DIR             DirectAdmin's home (default /usr/local/directadmin)
+#   CB_HOOK_COMMANDS   CustomBuild commands to hook (default "php update_versions")
+set -eu
+# Parents we create are world-readable like the system's; private files get
+# their mode explicitly.
+umask 022
+
+INSTALL_ROOT=${INSTALL_ROOT:-/}
+DA_DIR=${DA_DIR:-/usr/local/directadmin}
+CB_HOOK_COMMANDS=${CB_HOOK_COMMANDS:-php update_versions}
+R=${INSTALL_ROOT%/}
+PLUGIN_DIR=$(cd "$(dirname "$0")/.." && pwd)
+
+LIB_DIR=$R/usr/local/lib/fpm_doctor
+BIN=$LIB_DIR/bin/fpm-doctor
+STATE_DIR=$R/var/lib/fpm_doctor
+CONF_DIR=$R/etc/fpm_doctor
+CONF=$CONF_DIR/config.toml
+HOOK_SRC=$PLUGIN_DIR/scripts/hooks/custombuild_post.sh
+
+say() { echo "fpm_doctor install: $*"; }
+
+# root:root when we are root (DA runs us as root; a test may not be).
+own_root() {
+    if [ "$(id -u)" -eq 0 ]; then chown 0:0 "$@"; fi
+}
+
+# Copy to a temp name then rename: a running binary or a hook being sourced
+# is never seen half-written.
+install_file() { # src dst mode
+    tmp="$2.fpm_doctor-new.$$"
+    cp "$1" "$tmp"
+    chmod "$3" "$tmp"
+    own_root "$tmp"
+    mv -f "$tmp" "$2"
+}
+
+if [ ! -f "$PLUGIN_DIR/bin/fpm-doctor" ]; then
+    echo "fpm_doctor install: $PLUGIN_DIR/bin/fpm-doctor missing (build the plugin with ./build.sh)" >&2
+    exit 1
+fi
+
+mkdir -p "$LIB_DIR/bin"
+chmod 755 "$LIB_DIR" "$LIB_DIR/bin"
+# TODO(issue 4): install setuid for a dedicated unprivileged user instead of
+# root:root 0755, so the plugin pages can run it without being root.
+install_file "$PLUGIN_DIR/bin/fpm-doctor" "$BIN" 755
+say "installed $BIN (root:root 0755)"
+
+mkdir -p "$STATE_DIR"
+chmod 700 "$STATE_DIR"
+own_root "$STATE_DIR"
+say "state dir $STATE_DIR (0700)"
+
+mkdir -p "$CONF_DIR"
+chmod 755 "$CONF_DIR"
+if [ -e "$CONF" ]; then
+    say "kept existing config $CONF"
+else
+    tmp="$CONF.fpm_doctor-new.$$"
+    (umask 077 && cat >"$tmp") <<'TOML'
+# FPM Doctor configuration. Every value below is the default: uncomment and
+# change only what differs on this server. `fpm-doctor explain` documents the
+# checks; README.md documents every key.
+
+[paths]
+# da_dir = "/usr/local/directadmin"
+# options_conf = "/usr/local/directadmin/custombuild/options.conf"
+# users_dir = "/usr/local/directadmin/data/users"
+# admin_dir = "/usr/local/directadmin/data/admin"
+# templates_custom_dir = "/usr/local/directadmin/data/templates/custom"
+# cb_nginx_overlay = "/usr/local/directadmin/custombuild/custom/nginx/conf"
+# cb_nginx_reverse_overlay = "/usr/local/directadmin/custombuild/custom/nginx_reverse/conf"
+# nginx_conf = "/etc/nginx/nginx.conf"
+# php_prefix = "/usr/local/php{XY}"        # {XY} = 83 for PHP 8.3
+# passwd = "/etc/passwd"
+# group = "/etc/group"
+# state_dir = "/var/lib/fpm_doctor"       # journal, backups, hook summaries
+# task_queue = "/usr/local/directadmin/data/task.queue"
+# dataskq = "/usr/local/directadmin/dataskq"
+
+[probe]
+# timeout_ms = 1500
+# parallelism = 16
+
+[commands]
+# Run as argument lists, never through a shell. "" turns a command off.
+# rewrite = ""                 # default: queue action=rewrite&value=httpd&user=... in task.queue
+# nginx_test = "nginx -t"
+# nginx_reload = "nginx -s reload"    # default: systemctl reload nginx under systemd
+# apache_test = "apachectl -t"
+# apache_reload = "apachectl graceful"
+# run_dataskq = true
+# rewrite_wait_secs = 30
+# timeout_secs = 60
+
+[apply]
+# keep_repairs = 50
+# lock_wait_secs = 60
+
+[hook]
+# After a CustomBuild PHP build: "report" (scan, summary, notify) or
+# "repair-safe" (also apply the fixes marked safe; never the others).
+# on_upgrade = "report"
+# When to send the admin a DirectAdmin message: "problems", "always", "never".
+# notify = "problems"
+# The task.queue action of that message (subject and message are appended).
+# notify_task = "action=notify&value=admin"
+TOML
+    chmod 600 "$tmp"
+    own_root "$tmp"
+    mv -f "$tmp" "$CONF"
+    say "wrote default config $CONF (0600)"
+fi
+
+for cmd in $CB_HOOK_COMMANDS; do
+    dir=$R$DA_DIR/custombuild/custom/hooks/$cmd/post
+    mkdir -p "$dir"
+    chmod 755 "$dir"
+    install_file "$HOOK_SRC" "$dir/fpm_doctor.sh" 755
+    say "installed CustomBuild hook $dir/fpm_doctor.sh"
+done
+say "done"
