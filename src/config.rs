@@ -243,6 +243,22 @@ pub struct FileConfig {
     pub hook: HookSettings,
 }
 
+/// Where `scripts/install.sh` puts the config (root, 0600).
+pub const DEFAULT_CONFIG: &str = "/etc/fpm_doctor/config.toml";
+
+/// A config that others may write would let them choose our commands.
+fn check_not_writable_by_others(p: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    if m.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is group- or world-writable: refusing to use it",
+            p.display()
+        ));
+    }
+    Ok(())
+}
+
 /// The resolved configuration of one run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -276,6 +292,17 @@ impl Default for Config {
 impl Config {
     /// Load `--config FILE` (if any) and apply `--root`.
     pub fn load(config_file: Option<&Path>, root: Option<&Path>) -> Result<Config, String> {
+        // Without --config, a live run reads the installed config if there is
+        // one; an offline --root run never does (its commands are this host's).
+        let default = Path::new(DEFAULT_CONFIG);
+        let config_file = match (config_file, root) {
+            (Some(p), _) => Some(p),
+            (None, None) if default.exists() => {
+                check_not_writable_by_others(default)?;
+                Some(default)
+            }
+            _ => None,
+        };
         let file = match config_file {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
@@ -376,6 +403,18 @@ mod tests {
         assert_eq!(c.server_path(Path::new("/tmp/x/etc/passwd")), "/etc/passwd");
         let live = Config::default();
         assert_eq!(live.host("/etc/passwd"), PathBuf::from("/etc/passwd"));
+    }
+
+    #[test]
+    fn a_config_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        std::fs::write(&p, "").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(check_not_writable_by_others(&p).is_ok());
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o620)).unwrap();
+        assert!(check_not_writable_by_others(&p).is_err());
     }
 
     #[test]
