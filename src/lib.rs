@@ -1,6 +1,7 @@
 //! FPM Doctor: finds why PHP sites on NGINX + PHP-FPM answer 502 on
 //! DirectAdmin servers. See ARCHITECTURE.md for the map and its invariants.
 
+pub mod access;
 pub mod accounts;
 pub mod apply;
 pub mod checks;
