@@ -11,6 +11,7 @@ pub mod evidence;
 pub mod hooks;
 pub mod model;
 pub mod nginx;
+pub mod privilege;
 pub mod probe;
 pub mod readers;
 pub mod repair;

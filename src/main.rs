@@ -99,6 +99,9 @@ enum Cmd {
         #[command(subcommand)]
         which: HookCmd,
     },
+    /// Print who the process runs as (real/effective uid, caller class, kept environment).
+    #[command(hide = true)]
+    Whoami,
     /// Run the DirectAdmin rewrite emulator on a simulated tree (tests, demo).
     #[command(hide = true)]
     SimRewrite {
@@ -339,8 +342,23 @@ fn cmd_repair(
 }
 
 fn run() -> Result<i32, String> {
+    // Before anything else: who is really calling, and what may they ask?
+    let caller = fpm_doctor::privilege::startup(&std::env::args_os().collect::<Vec<_>>())?;
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Whoami => {
+            let mut env: Vec<String> = std::env::vars_os()
+                .map(|(k, _)| k.to_string_lossy().into_owned())
+                .collect();
+            env.sort();
+            println!(
+                "ruid={} euid={} caller={caller:?} env={}",
+                nix::unistd::getuid(),
+                nix::unistd::geteuid(),
+                env.join(",")
+            );
+            Ok(0)
+        }
         Cmd::Scan {
             common,
             user,
