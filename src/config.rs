@@ -47,6 +47,10 @@ pub struct Paths {
     pub nginx_error_log: String,
     /// DA's per-domain nginx logs (`<d>.log`, `<d>.error.log`).
     pub nginx_domain_log_dir: String,
+    /// Folders whose subfolders belong to hosting users (`/home/<u>`): files
+    /// there are read without following symlinks and only if the user or
+    /// root owns them.
+    pub user_controlled: Vec<String>,
 }
 
 impl Default for Paths {
@@ -69,6 +73,7 @@ impl Default for Paths {
             dataskq: format!("{da}/dataskq"),
             nginx_error_log: "/var/log/nginx/error.log".into(),
             nginx_domain_log_dir: "/var/log/nginx/domains".into(),
+            user_controlled: vec!["/home".into()],
         }
     }
 }

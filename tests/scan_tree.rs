@@ -688,3 +688,48 @@ fn nginx_apache_mode_uses_apache_for_proxied_domains_and_nginx_for_nginx_only() 
     assert_eq!(b.layer, Some("generated"));
     assert_eq!(b.line, Some(3));
 }
+
+#[test]
+fn a_users_include_symlinked_to_a_root_only_file_is_not_read() {
+    let t = tempfile::tempdir().unwrap();
+    base_tree(t.path());
+    write(t.path(), "/etc/shadow", "root:SECRET-HASH:19000:0:99999:7:::\n");
+    let home = t.path().join("home/bob");
+    std::fs::create_dir_all(home.join("nginx")).unwrap();
+    nix::unistd::chown(&home, Some(nix::unistd::Uid::from_raw(1003)), None).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", home.join("nginx/extra.conf")).unwrap();
+    // A file in the home that someone else owns is not read either.
+    write(
+        t.path(),
+        "/home/bob/nginx/planted.conf",
+        "fastcgi_pass unix:/planted.sock;\n",
+    );
+    nix::unistd::chown(
+        &home.join("nginx/planted.conf"),
+        Some(nix::unistd::Uid::from_raw(4242)),
+        None,
+    )
+    .unwrap();
+    let conf = "server {\n\tserver_name b.test;\n\tinclude /home/bob/nginx/extra.conf;\n\tinclude /home/bob/nginx/planted.conf;\n\
+\tlocation ~ \\.php$ { fastcgi_pass unix:/usr/local/php83/sockets/bob.sock; }\n}\n";
+    write(t.path(), &format!("{U}/bob/nginx.conf"), conf);
+    let r = run(
+        t.path(),
+        Scope {
+            user: Some("bob".into()),
+            domain: None,
+        },
+        false,
+    );
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(!json.contains("SECRET"), "nothing of the linked file is shown");
+    assert!(!json.contains("planted.sock"));
+    let unk: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.check == "unknown")
+        .map(|f| f.message.clone())
+        .collect();
+    assert!(unk.iter().any(|m| m.contains("symlink")), "{unk:?}");
+    assert!(unk.iter().any(|m| m.contains("owned by uid 4242")), "{unk:?}");
+}

@@ -36,22 +36,26 @@ impl<'c> Fs<'c> {
     /// `/etc/shadow` in a customer's tree never reaches this machine's file.
     pub fn open(&self, server_path: &str, directory: bool) -> std::io::Result<std::fs::File> {
         use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         let extra = if directory {
             OFlag::O_DIRECTORY
         } else {
             OFlag::empty()
         };
-        if self.cfg.is_live_root() {
-            let fd = nix::fcntl::open(
-                server_path,
-                OFlag::O_RDONLY | OFlag::O_CLOEXEC | extra,
-                nix::sys::stat::Mode::empty(),
-            )?;
-            return Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
+        // In places a hosting user controls, a symlink could point the
+        // (root) scanner at any file: refuse links there, and check the owner.
+        let user_place = self.user_home(server_path);
+        let mut resolve = ResolveFlag::RESOLVE_NO_MAGICLINKS;
+        if user_place.is_some() {
+            resolve |= ResolveFlag::RESOLVE_NO_SYMLINKS;
         }
+        let root_dir = if self.cfg.is_live_root() {
+            std::path::Path::new("/")
+        } else {
+            self.cfg.root.as_path()
+        };
         let root = nix::fcntl::open(
-            &self.cfg.root,
+            root_dir,
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )?;
@@ -59,12 +63,44 @@ impl<'c> Fs<'c> {
         let root = unsafe { OwnedFd::from_raw_fd(root) };
         let rel = server_path.trim_start_matches('/');
         let rel = if rel.is_empty() { "." } else { rel };
+        if !self.cfg.is_live_root() {
+            resolve |= ResolveFlag::RESOLVE_IN_ROOT;
+        }
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | extra)
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let fd = openat2(std::os::fd::AsRawFd::as_raw_fd(&root), rel, how)?;
+            .resolve(resolve);
+        let fd = openat2(root.as_raw_fd(), rel, how).map_err(|e| match e {
+            nix::errno::Errno::ELOOP if user_place.is_some() => std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{server_path} is reached through a symlink in a user's home: not followed"),
+            ),
+            e => e.into(),
+        })?;
         // SAFETY: a fresh fd from openat2.
-        Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+        let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        if let Some(home) = user_place {
+            use std::os::unix::fs::MetadataExt;
+            let owner = file.metadata()?.uid();
+            let home_owner = self.cfg.host(&home).metadata()?.uid();
+            if owner != 0 && owner != home_owner {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("{server_path} is owned by uid {owner}, not by the owner of {home}: not read"),
+                ));
+            }
+        }
+        Ok(file)
+    }
+
+    /// `/home/alice` when `server_path` lies in a user-controlled place.
+    fn user_home(&self, server_path: &str) -> Option<String> {
+        self.cfg.paths.user_controlled.iter().find_map(|prefix| {
+            let rest = server_path
+                .strip_prefix(prefix.trim_end_matches('/'))?
+                .strip_prefix('/')?;
+            let first = rest.split('/').next().filter(|f| !f.is_empty())?;
+            Some(format!("{}/{first}", prefix.trim_end_matches('/')))
+        })
     }
 
     fn read_raw(&self, server_path: &str) -> std::io::Result<Vec<u8>> {
