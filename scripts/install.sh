@@ -48,12 +48,51 @@ if [ ! -f "$PLUGIN_DIR/bin/fpm-doctor" ]; then
     exit 1
 fi
 
+# The dedicated system user DA runs the plugin's pages as (*_run_as in
+# plugin.conf). No website, cron job or shell user is in its group, so only
+# root and DA's page runner can execute the setuid binary.
+PLUGIN_USER=fpm_doctor
+ensure_plugin_user() {
+    if [ "$R" = "" ]; then
+        if ! grep -q "^$PLUGIN_USER:" /etc/passwd; then
+            if command -v useradd >/dev/null 2>&1; then
+                useradd --system --user-group --no-create-home --home-dir /nonexistent \
+                    --shell /usr/sbin/nologin "$PLUGIN_USER"
+            else
+                adduser --system --group --no-create-home --home /nonexistent "$PLUGIN_USER"
+            fi
+            say "created system user $PLUGIN_USER"
+        fi
+    else
+        # Under INSTALL_ROOT (tests) the tree has its own passwd/group.
+        mkdir -p "$R/etc"
+        touch "$R/etc/passwd" "$R/etc/group"
+        if ! grep -q "^$PLUGIN_USER:" "$R/etc/passwd"; then
+            echo "$PLUGIN_USER:x:990:990:FPM Doctor plugin pages:/nonexistent:/usr/sbin/nologin" >>"$R/etc/passwd"
+            echo "$PLUGIN_USER:x:990:" >>"$R/etc/group"
+            say "created system user $PLUGIN_USER in $R/etc/passwd"
+        fi
+    fi
+}
+plugin_gid() {
+    awk -F: -v u="$PLUGIN_USER" '$1 == u { print $3 }' "$R/etc/group" | head -n 1
+}
+
+ensure_plugin_user
 mkdir -p "$LIB_DIR/bin"
-chmod 755 "$LIB_DIR" "$LIB_DIR/bin"
-# TODO(issue 4): install setuid for a dedicated unprivileged user instead of
-# root:root 0755, so the plugin pages can run it without being root.
-install_file "$PLUGIN_DIR/bin/fpm-doctor" "$BIN" 755
-say "installed $BIN (root:root 0755)"
+chmod 755 "$LIB_DIR"
+chmod 750 "$LIB_DIR/bin"
+install_file "$PLUGIN_DIR/bin/fpm-doctor" "$BIN" 750
+GID=$(plugin_gid)
+if [ "$(id -u)" -eq 0 ] && [ -n "$GID" ]; then
+    chown "0:$GID" "$LIB_DIR/bin" "$BIN"
+    # setuid root, runnable by root and the plugin user only (chmod after
+    # chown: chown clears the setuid bit).
+    chmod 4750 "$BIN"
+    say "installed $BIN (root:$PLUGIN_USER 4750, setuid)"
+else
+    say "installed $BIN (not root: no setuid bit)"
+fi
 
 mkdir -p "$STATE_DIR"
 chmod 700 "$STATE_DIR"
@@ -86,6 +125,14 @@ else
 # state_dir = "/var/lib/fpm_doctor"       # journal, backups, hook summaries
 # task_queue = "/usr/local/directadmin/data/task.queue"
 # dataskq = "/usr/local/directadmin/dataskq"
+# nginx_error_log = "/var/log/nginx/error.log"
+# nginx_domain_log_dir = "/var/log/nginx/domains"
+# user_controlled = ["/home"]            # read without following symlinks, owner-checked
+
+[logs]
+# window_hours = 24
+# max_bytes = 67108864
+# rotations = 3
 
 [probe]
 # timeout_ms = 1500

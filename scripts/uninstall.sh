@@ -44,6 +44,20 @@ rmdir "$LIB_DIR/bin" "$LIB_DIR" 2>/dev/null || :
 if [ "$PURGE" -eq 1 ]; then
     rm -rf "$STATE_DIR" "$CONF_DIR"
     say "purged $STATE_DIR and $CONF_DIR"
+    # The plugin's system user goes too (it owns nothing else).
+    if [ "${R:-}" = "" ]; then
+        if grep -q '^fpm_doctor:' /etc/passwd 2>/dev/null && command -v userdel >/dev/null 2>&1; then
+            userdel fpm_doctor && say "removed system user fpm_doctor"
+        fi
+    else
+        for f in "$R/etc/passwd" "$R/etc/group"; do
+            [ -f "$f" ] || continue
+            grep -v '^fpm_doctor:' "$f" >"$f.fpm_doctor-new.$$" || :
+            mv -f "$f.fpm_doctor-new.$$" "$f"
+            [ -s "$f" ] || rm -f "$f"
+        done
+        rmdir "$R/etc" 2>/dev/null || :
+    fi
 else
     say "kept $STATE_DIR (backups, journal) and $CONF_DIR (config); --purge removes them"
 fi

@@ -635,7 +635,36 @@ fn install_update_uninstall_under_install_root() {
             ))
         })
         .collect();
-    assert_eq!(mode(&bin), 0o755);
+    // setuid root, group fpm_doctor (created in the tree's own passwd/group), 4750.
+    assert_eq!(mode(&bin), 0o4750);
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&bin).unwrap();
+        assert_eq!(m.uid(), 0);
+        let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
+        let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+        assert!(
+            passwd
+                .lines()
+                .any(|l| l.starts_with("fpm_doctor:") && l.ends_with(":/usr/sbin/nologin")),
+            "{passwd}"
+        );
+        let gid: u32 = group
+            .lines()
+            .find(|l| l.starts_with("fpm_doctor:"))
+            .unwrap()
+            .split(':')
+            .nth(2)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(m.gid(), gid);
+        assert_eq!(
+            mode(bin.parent().unwrap()),
+            0o750,
+            "no one else may even reach it"
+        );
+    }
     assert_eq!(std::fs::read(&bin).unwrap(), std::fs::read(BIN).unwrap());
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&conf), 0o600);
