@@ -208,11 +208,9 @@ impl Server {
         self.php.iter().find(|s| s.slot == n)
     }
 
-    /// Every endpoint a handler points at, deduplicated.
-    pub fn endpoints(&self) -> Vec<Endpoint> {
-        let mut set = std::collections::BTreeSet::new();
-        let vhosts = self
-            .users
+    /// Every server block: users' (matched or stray) and global ones.
+    pub fn all_vhosts(&self) -> impl Iterator<Item = &Vhost> {
+        self.users
             .iter()
             .flat_map(|u| {
                 u.domains
@@ -220,14 +218,19 @@ impl Server {
                     .flat_map(|d| d.vhosts.iter())
                     .chain(u.stray_vhosts.iter())
             })
-            .chain(self.global_vhosts.iter());
-        for v in vhosts {
-            for h in &v.handlers {
-                if let Target::Endpoint(e) = &h.target {
-                    set.insert(e.clone());
-                }
-            }
-        }
+            .chain(self.global_vhosts.iter())
+    }
+
+    /// Every endpoint a handler points at, deduplicated.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let set: std::collections::BTreeSet<Endpoint> = self
+            .all_vhosts()
+            .flat_map(|v| v.handlers.iter())
+            .filter_map(|h| match &h.target {
+                Target::Endpoint(e) => Some(e.clone()),
+                Target::Unresolved(_) => None,
+            })
+            .collect();
         set.into_iter().collect()
     }
 }

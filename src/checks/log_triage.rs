@@ -153,24 +153,7 @@ pub fn run(server: &Server, drift: &[Finding]) -> CheckOutput {
     }
     // Upstreams the configs use now, and which of them answer: a connect
     // failure to an upstream nothing uses any more, or that answers now, is history.
-    let mut referenced: std::collections::HashSet<String> = std::collections::HashSet::new();
-    let vhosts = server
-        .users
-        .iter()
-        .flat_map(|u| {
-            u.domains
-                .iter()
-                .flat_map(|d| d.vhosts.iter())
-                .chain(u.stray_vhosts.iter())
-        })
-        .chain(server.global_vhosts.iter());
-    for v in vhosts {
-        for h in &v.handlers {
-            if let crate::model::Target::Endpoint(e) = &h.target {
-                referenced.insert(endpoint_key(e));
-            }
-        }
-    }
+    let referenced: std::collections::HashSet<String> = server.endpoints().iter().map(endpoint_key).collect();
     let connect_class = |c: Class| {
         matches!(
             c,
