@@ -109,7 +109,21 @@ fn touched_users(planned: &[&Planned], cfg: &Config) -> Vec<Option<String>> {
 }
 
 /// Re-scans the touched users; fails when a finding that was fixed is still there.
+/// DA's queue is asynchronous: until its rewrite has run, the generated files
+/// still hold the old text. Re-check until the fix shows or the wait
+/// (`commands.rewrite_wait_secs`) is over, so a good repair is not rolled back.
 fn verify(cfg: &Config, planned: &[&Planned]) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(cfg.commands.rewrite_wait_secs);
+    loop {
+        match verify_once(cfg, planned) {
+            Ok(()) => return Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
+        }
+    }
+}
+
+fn verify_once(cfg: &Config, planned: &[&Planned]) -> Result<(), String> {
     for u in touched_users(planned, cfg) {
         let report = scan::scan(
             cfg,
