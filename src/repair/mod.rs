@@ -7,7 +7,7 @@ pub mod plan;
 use crate::apply::{self, ApplyOptions, ApplyReport, Outcome, Plan, Safety};
 use crate::checks::{self, socket_drift, Finding, Severity};
 use crate::config::Config;
-use crate::readers::{self, Scope};
+use crate::readers::Scope;
 use crate::scan;
 use serde::Serialize;
 
@@ -46,8 +46,7 @@ impl Proposal {
 
 /// Scans `scope` and proposes a plan per actionable finding.
 pub fn propose(cfg: &Config, scope: &Scope) -> Result<Proposal, String> {
-    let mut server = readers::read_server(cfg, scope)?;
-    scan::probe(cfg, &mut server);
+    let server = scan::gather(cfg, scope)?;
     let analysis = checks::analyse(&server);
     let mut planned = Vec::new();
     let mut seen: Vec<Plan> = Vec::new();
