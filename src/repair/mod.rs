@@ -94,8 +94,39 @@ fn touched_users(planned: &[&Planned], cfg: &Config) -> Vec<Option<String>> {
     users
 }
 
+/// After a restart: the version must come back (FPM may take a moment to
+/// bind its sockets, so the scan is retried for a few seconds).
+fn verify_fpm_up(cfg: &Config, p: &Planned) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let report = scan::scan_only(cfg, &Scope::default(), Some(&[checks::fpm_down::ID.to_string()]))?;
+        let still = report.findings.into_iter().find(|f| {
+            f.check == checks::fpm_down::ID && f.severity == Severity::Critical && f.file == p.finding.file
+        });
+        match still {
+            None => return Ok(()),
+            Some(f) if std::time::Instant::now() >= deadline => {
+                return Err(format!("PHP-FPM is still down after the restart: {}", f.message))
+            }
+            Some(_) => std::thread::sleep(std::time::Duration::from_millis(250)),
+        }
+    }
+}
+
 /// Re-scans the touched users; fails when a finding that was fixed is still there.
 fn verify(cfg: &Config, planned: &[&Planned]) -> Result<(), String> {
+    for p in planned.iter().filter(|p| !p.plan.actions.is_empty()) {
+        verify_fpm_up(cfg, p)?;
+    }
+    let planned: Vec<&Planned> = planned
+        .iter()
+        .copied()
+        .filter(|p| p.plan.actions.is_empty())
+        .collect();
+    let planned = &planned[..];
+    if planned.is_empty() {
+        return Ok(());
+    }
     for u in touched_users(planned, cfg) {
         let report = scan::scan(
             cfg,
