@@ -195,7 +195,10 @@ fn cmd_repair(
                 println!("    {}", report::sanitize(a));
             }
             for a in &p.plan.actions {
-                println!("    then runs (cannot be undone): {}", report::sanitize(&a.describe()));
+                println!(
+                    "    then runs (cannot be undone): {}",
+                    report::sanitize(&a.describe())
+                );
             }
             if !p.plan.rewrite_users.is_empty() {
                 println!(

@@ -231,14 +231,22 @@ fn fpm_restart_runs_detached_and_cannot_be_undone() {
     let cfg = fpm_doctor::config::Config::load(Some(&cfg_file), Some(t.dir.path())).unwrap();
     let r = apply::apply(&cfg, &[restart_plan("83")], &ApplyOptions::default());
     assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
-    let step = r.steps.iter().find(|s| s.step == "fpm_restart").expect("step reported");
+    let step = r
+        .steps
+        .iter()
+        .find(|s| s.step == "fpm_restart")
+        .expect("step reported");
     assert!(step.ok, "{step:?}");
     assert_eq!(step.command.last().map(String::as_str), Some("83"));
     let got = std::fs::read_to_string(&out).unwrap();
     let (ver, sid) = got.trim().split_once(' ').unwrap();
     assert_eq!(ver, "83");
     let our_sid = unsafe { libc::getsid(0) };
-    assert_ne!(sid.parse::<i32>().unwrap(), our_sid, "must run in its own session");
+    assert_ne!(
+        sid.parse::<i32>().unwrap(),
+        our_sid,
+        "must run in its own session"
+    );
     let h = apply::history(&cfg);
     let e = h.iter().find(|e| e.id == r.repair_id).unwrap();
     assert!(!e.undoable, "journalled as not undoable");

@@ -160,7 +160,9 @@ fn exhausted_pool_gives_errno_11_and_a_sized_finding() {
     let msg = f["message"].as_str().unwrap();
     assert!(msg.contains("pm.max_children = 1"), "{pretty}");
     assert!(
-        msg.contains("PSS") && msg.contains("MemAvailable") && msg.contains("memory allows pm.max_children ≈"),
+        msg.contains("PSS")
+            && msg.contains("MemAvailable")
+            && msg.contains("memory allows pm.max_children ≈"),
         "the sizing recommendation with its numbers: {msg}"
     );
     let t = triage(&j, "alice.test", "errno 11");
@@ -185,8 +187,9 @@ fn killed_master_is_fpm_down() {
     let r = d.get(false, "alice.test", "/index.php");
     assert_eq!(r.status, 502, "{r:?}\n{}", d.nginx_errors());
     assert!(
-        d.nginx_errors()
-            .contains(&format!("connect() to unix:{ALICE_SOCK} failed (111: Connection refused)")),
+        d.nginx_errors().contains(&format!(
+            "connect() to unix:{ALICE_SOCK} failed (111: Connection refused)"
+        )),
         "{}",
         d.nginx_errors()
     );
@@ -235,8 +238,9 @@ fn socket_mode_0600_is_a_permission_502() {
     let r = d.get(false, "alice.test", "/index.php");
     assert_eq!(r.status, 502, "{r:?}\n{}", d.nginx_errors());
     assert!(
-        d.nginx_errors()
-            .contains(&format!("connect() to unix:{ALICE_SOCK} failed (13: Permission denied)")),
+        d.nginx_errors().contains(&format!(
+            "connect() to unix:{ALICE_SOCK} failed (13: Permission denied)"
+        )),
         "{}",
         d.nginx_errors()
     );

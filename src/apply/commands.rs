@@ -138,7 +138,11 @@ pub fn resolve_with(cfg: &Config, which: Which, systemd: bool) -> Option<String>
 /// substituted; `None` when off. Like the others, the default applies only
 /// when the root is `/`.
 pub fn resolve_fpm_restart(cfg: &Config, version: &str) -> Option<String> {
-    resolve_fpm_restart_with(cfg, version, std::path::Path::new(&cfg.paths.systemd_dir).exists())
+    resolve_fpm_restart_with(
+        cfg,
+        version,
+        std::path::Path::new(&cfg.paths.systemd_dir).exists(),
+    )
 }
 
 /// [`resolve_fpm_restart`] with the systemd detection given (testable).

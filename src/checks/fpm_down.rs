@@ -38,7 +38,10 @@ fn pid_text(v: &FpmVersion) -> String {
         (PidFile::Unreadable { reason }, _) => format!("pid file unreadable ({reason})"),
         (PidFile::Invalid { text }, _) => format!("{} holds no pid ({text:?})", v.pid_file),
         (PidFile::Pid { pid }, Master::Gone { .. }) => {
-            format!("{} says {pid}, but no such process exists (stale pid file)", v.pid_file)
+            format!(
+                "{} says {pid}, but no such process exists (stale pid file)",
+                v.pid_file
+            )
         }
         (PidFile::Pid { pid }, Master::NotFpm { comm, .. }) => format!(
             "{} says {pid}, which is now `{comm}`, not php-fpm (stale pid file)",
@@ -75,7 +78,10 @@ fn judge(server: &Server, v: &FpmVersion) -> Option<Finding> {
     };
     // Busy, timeout and permission problems still mean a master accepts.
     let alive_sock = |s: SocketState| !dead(s) && s != SocketState::NotProbed;
-    let probed: Vec<_> = socks.iter().filter(|(_, s, _)| *s != SocketState::NotProbed).collect();
+    let probed: Vec<_> = socks
+        .iter()
+        .filter(|(_, s, _)| *s != SocketState::NotProbed)
+        .collect();
     let any_alive = probed.iter().any(|(_, s, _)| alive_sock(*s));
     let all_dead = !probed.is_empty() && probed.iter().all(|(_, s, _)| dead(*s));
     let by_title = v.master_by_title.is_some();
@@ -186,6 +192,9 @@ fn judge(server: &Server, v: &FpmVersion) -> Option<Finding> {
     }
     if probed.is_empty() && !proc_alive {
         f.severity = Severity::Unknown;
+        // Runtime state deliberately not gathered (--no-probe on a copy):
+        // it must not turn a clean config scan into an unknown verdict.
+        f.secondary = true;
         f.socket = None;
         f.socket_state = None;
         f.message = format!(
@@ -344,9 +353,12 @@ mod tests {
             Master::Gone { pid: 4242 },
             SocketState::Refused,
         );
-        let out = check(&s, &super::super::Context {
-            drift: &super::super::socket_drift::run(&s),
-        });
+        let out = check(
+            &s,
+            &super::super::Context {
+                drift: &super::super::socket_drift::run(&s),
+            },
+        );
         let f = &out.findings[0];
         assert_eq!(f.severity, Severity::Critical);
         assert_eq!(f.socket.as_deref(), Some("/usr/local/php83/sockets/alice.sock"));
@@ -365,9 +377,12 @@ mod tests {
             },
             SocketState::NotProbed,
         );
-        let out = check(&s, &super::super::Context {
-            drift: &super::super::socket_drift::run(&s),
-        });
+        let out = check(
+            &s,
+            &super::super::Context {
+                drift: &super::super::socket_drift::run(&s),
+            },
+        );
         assert_eq!(out.state, CheckState::Unknown);
     }
 }

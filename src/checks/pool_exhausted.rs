@@ -119,19 +119,11 @@ fn hits(server: &Server, domains: &[String]) -> usize {
 }
 
 fn judge_version(server: &Server, v: &FpmVersion, findings: &mut Vec<Finding>) {
-    let sizing_cfg = server
-        .evidence
-        .fpm
-        .as_ref()
-        .map(|f| f.sizing)
-        .unwrap_or_default();
+    let sizing_cfg = server.evidence.fpm.as_ref().map(|f| f.sizing).unwrap_or_default();
     for s in &v.log_sources {
         let why = match &s.state {
             SourceState::Unreadable { reason } => format!("cannot read the FPM log: {reason}"),
-            SourceState::Missing => format!(
-                "no FPM log at {}: max_children warnings cannot be seen",
-                s.file
-            ),
+            SourceState::Missing => format!("no FPM log at {}: max_children warnings cannot be seen", s.file),
             _ => continue,
         };
         let mut f = Finding::new(ID, Severity::Unknown, why);
@@ -150,7 +142,9 @@ fn judge_version(server: &Server, v: &FpmVersion, findings: &mut Vec<Finding>) {
         let last = evs.iter().max_by_key(|e| e.time).expect("non-empty");
         let first = evs.iter().map(|e| e.time).min().unwrap_or(last.time);
         let pref = find_pool(&pools, name);
-        let ep = pref.and_then(|r| r.pool.listen.as_deref()).and_then(pool_endpoint);
+        let ep = pref
+            .and_then(|r| r.pool.listen.as_deref())
+            .and_then(pool_endpoint);
         let domains = match (&ep, pref.and_then(|r| r.user)) {
             (Some(ep), _) => server.domains_using(ep),
             _ => vec![],
@@ -369,15 +363,22 @@ mod tests {
     use super::*;
 
     fn run(s: &Server) -> CheckOutput {
-        check(s, &super::super::Context {
-            drift: &super::super::socket_drift::run(s),
-        })
+        check(
+            s,
+            &super::super::Context {
+                drift: &super::super::socket_drift::run(s),
+            },
+        )
     }
 
     #[test]
     fn counts_links_and_sizes_from_pss() {
         let out = run(&fixture_server(&[("alice", 600), ("alice", 60)]));
-        let f = out.findings.iter().find(|f| f.severity >= Severity::Warning).unwrap();
+        let f = out
+            .findings
+            .iter()
+            .find(|f| f.severity >= Severity::Warning)
+            .unwrap();
         assert_eq!(f.count, Some(2));
         assert_eq!(f.socket.as_deref(), Some("/usr/local/php83/sockets/alice.sock"));
         assert_eq!(f.domain.as_deref(), Some("a.test"));

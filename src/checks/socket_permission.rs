@@ -81,11 +81,7 @@ fn config_denies(server: &Server, r: &PoolRef) -> Option<String> {
     let acc = server.accounts.as_ref()?;
     let mode_s = r.pool.listen_mode.as_deref().unwrap_or("0660");
     let mode = u32::from_str_radix(mode_s.trim(), 8).ok()?;
-    let owner = r
-        .pool
-        .listen_owner
-        .as_deref()
-        .or_else(|| setting(r, "user"))?;
+    let owner = r.pool.listen_owner.as_deref().or_else(|| setting(r, "user"))?;
     let owner_acc = acc.user(owner)?;
     let group = r.pool.listen_group.as_deref().or_else(|| setting(r, "group"));
     let gid = match group {
@@ -300,9 +296,12 @@ mod tests {
     #[test]
     fn names_what_blocks_and_the_pool_setting() {
         let s = fixture("0600", SocketState::PermissionDenied);
-        let out = check(&s, &super::super::Context {
-            drift: &super::super::socket_drift::run(&s),
-        });
+        let out = check(
+            &s,
+            &super::super::Context {
+                drift: &super::super::socket_drift::run(&s),
+            },
+        );
         let f = &out.findings[0];
         assert_eq!(f.socket_state, Some("permission_denied"));
         assert!(f.message.contains("mode 0600"), "{}", f.message);
@@ -316,9 +315,16 @@ mod tests {
     fn group_class_needs_group_write() {
         let mut s = fixture("0640", SocketState::NotProbed);
         s.users[0].pools[0].listen_group = Some("alice".into());
-        let out = check(&s, &super::super::Context {
-            drift: &super::super::socket_drift::run(&s),
-        });
-        assert!(out.findings[0].message.contains("group class"), "{:?}", out.findings);
+        let out = check(
+            &s,
+            &super::super::Context {
+                drift: &super::super::socket_drift::run(&s),
+            },
+        );
+        assert!(
+            out.findings[0].message.contains("group class"),
+            "{:?}",
+            out.findings
+        );
     }
 }

@@ -23,10 +23,16 @@ pub enum FileState {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum PidFile {
     Missing,
-    Unreadable { reason: String },
+    Unreadable {
+        reason: String,
+    },
     /// The file holds no pid.
-    Invalid { text: String },
-    Pid { pid: u32 },
+    Invalid {
+        text: String,
+    },
+    Pid {
+        pid: u32,
+    },
 }
 
 /// What procfs says about the pid of the pid file.
@@ -194,7 +200,10 @@ fn read_proc(fs: &Fs, proc_dir: &str, pid: u32) -> Option<Proc> {
             .map(|v| v.trim().to_string())
     };
     let cmd = fs.read(&join(&dir, "cmdline")).ok().flatten().unwrap_or_default();
-    let cmdline = String::from_utf8_lossy(&cmd).replace('\0', " ").trim().to_string();
+    let cmdline = String::from_utf8_lossy(&cmd)
+        .replace('\0', " ")
+        .trim()
+        .to_string();
     Some(Proc {
         pid,
         ppid: field("PPid:").and_then(|v| v.parse().ok()).unwrap_or(0),
@@ -225,26 +234,16 @@ fn processes(fs: &Fs, proc_dir: &str) -> Result<Vec<Proc>, String> {
 /// `Rss:` and `Pss:` of `smaps_rollup`, in kB.
 pub fn parse_rollup(text: &str) -> (Option<u64>, Option<u64>) {
     let get = |k: &str| {
-        text.lines().find_map(|l| {
-            l.strip_prefix(k)?
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.split_whitespace().next()?.parse::<u64>().ok())
     };
     (get("Rss:"), get("Pss:"))
 }
 
 pub fn parse_meminfo(text: &str) -> Option<MemInfo> {
     let get = |k: &str| {
-        text.lines().find_map(|l| {
-            l.strip_prefix(k)?
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.split_whitespace().next()?.parse::<u64>().ok())
     };
     Some(MemInfo {
         total_kb: get("MemTotal:")?,

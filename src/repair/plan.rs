@@ -466,12 +466,7 @@ mod tests {
         let p = plan_for(&s, &Paths::default(), f).unwrap();
         assert_eq!(p.safety, Safety::Confirm);
         assert!(p.edits.is_empty());
-        assert_eq!(
-            p.actions,
-            vec![Action::FpmRestart {
-                version: "83".into()
-            }]
-        );
+        assert_eq!(p.actions, vec![Action::FpmRestart { version: "83".into() }]);
     }
 
     #[test]
