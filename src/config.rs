@@ -51,6 +51,17 @@ pub struct Paths {
     /// there are read without following symlinks and only if the user or
     /// root owns them.
     pub user_controlled: Vec<String>,
+    /// CustomBuild's FPM master config per version, `{XY}` = digits.
+    pub fpm_conf: String,
+    /// The master's pid file when its config has no `pid =` [U].
+    pub fpm_pid: String,
+    /// The FPM log when the master config has no `error_log =`.
+    pub fpm_log: String,
+    /// procfs (processes, `smaps_rollup`, `meminfo`). Under `--root` it is
+    /// the copy's: an offline copy has none, and worker memory is unknown.
+    pub proc_dir: String,
+    /// Present when systemd is PID 1.
+    pub systemd_dir: String,
 }
 
 impl Default for Paths {
@@ -74,6 +85,11 @@ impl Default for Paths {
             nginx_error_log: "/var/log/nginx/error.log".into(),
             nginx_domain_log_dir: "/var/log/nginx/domains".into(),
             user_controlled: vec!["/home".into()],
+            fpm_conf: "/usr/local/php{XY}/etc/php-fpm.conf".into(),
+            fpm_pid: "/usr/local/php{XY}/var/run/php-fpm.pid".into(),
+            fpm_log: "/var/log/php-fpm{XY}.log".into(),
+            proc_dir: "/proc".into(),
+            systemd_dir: "/run/systemd/system".into(),
         }
     }
 }
@@ -82,6 +98,11 @@ impl Paths {
     /// `/usr/local/php83` for release "8.3".
     pub fn php_prefix_for(&self, release: &str) -> String {
         self.php_prefix.replace("{XY}", &release.replace('.', ""))
+    }
+
+    /// Any `{XY}` path template for release "8.3".
+    pub fn for_release(template: &str, release: &str) -> String {
+        template.replace("{XY}", &release.replace('.', ""))
     }
 }
 
@@ -129,6 +150,11 @@ pub struct CommandSettings {
     pub apache_test: Option<String>,
     /// Default `systemctl reload httpd` under systemd, else `apachectl graceful`.
     pub apache_reload: Option<String>,
+    /// Start or restart one PHP-FPM version, `{version}` = digits (`83`).
+    /// Default: `systemctl restart php-fpm{version}` under systemd, else the
+    /// master binary `<php_prefix>/sbin/php-fpm{version}` [U: the non-systemd
+    /// way DA hosts start FPM is not confirmed]. Runs detached (own session).
+    pub fpm_restart: Option<String>,
     /// Run `dataskq` after queueing. Default: when the root is `/` and it exists.
     pub run_dataskq: Option<bool>,
     /// How long to wait for DA to consume our task.queue lines.
@@ -146,6 +172,7 @@ impl Default for CommandSettings {
             apache_test: None,
             apache_reload: None,
             run_dataskq: None,
+            fpm_restart: None,
             rewrite_wait_secs: 30,
             timeout_secs: 60,
         }
@@ -237,10 +264,34 @@ impl Default for HookSettings {
     }
 }
 
+/// PHP-FPM sizing.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FpmSettings {
+    /// Memory kept free for everything else when sizing `pm.max_children`:
+    /// the larger of `reserve_mb` and `reserve_percent` of MemTotal.
+    pub reserve_mb: u64,
+    pub reserve_percent: u64,
+    /// Requests in the window above which a site counts as busy (an
+    /// `ondemand` pool forks on every burst there).
+    pub busy_hits: usize,
+}
+
+impl Default for FpmSettings {
+    fn default() -> Self {
+        FpmSettings {
+            reserve_mb: 512,
+            reserve_percent: 10,
+            busy_hits: 1000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
     pub logs: LogSettings,
+    pub fpm: FpmSettings,
     pub paths: Paths,
     pub probe: ProbeSettings,
     pub commands: CommandSettings,
@@ -275,6 +326,7 @@ pub struct Config {
     pub apply: ApplySettings,
     pub logs: LogSettings,
     pub hook: HookSettings,
+    pub fpm: FpmSettings,
     /// `--no-probe`: report `not_probed` instead of touching sockets.
     pub no_probe: bool,
 }
@@ -289,6 +341,7 @@ impl Default for Config {
             apply: ApplySettings::default(),
             logs: LogSettings::default(),
             hook: HookSettings::default(),
+            fpm: FpmSettings::default(),
             no_probe: false,
         }
     }
@@ -334,6 +387,7 @@ impl Config {
             apply: file.apply,
             logs: file.logs,
             hook: file.hook,
+            fpm: file.fpm,
             no_probe: false,
         })
     }

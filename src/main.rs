@@ -303,6 +303,12 @@ fn cmd_repair(
             if let Some(a) = &p.plan.advice {
                 println!("    {}", report::sanitize(a));
             }
+            for a in &p.plan.actions {
+                println!(
+                    "    then runs (cannot be undone): {}",
+                    report::sanitize(&a.describe())
+                );
+            }
             if !p.plan.rewrite_users.is_empty() {
                 println!(
                     "    then DirectAdmin rewrites the configs of: {}",

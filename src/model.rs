@@ -193,6 +193,33 @@ pub struct Server {
     pub scoped: bool,
     /// Logs, processes, kernel and system state for the 502 checks.
     pub evidence: crate::evidence::Evidence,
+    /// The nginx worker's uid/gids from the tree's passwd/group (when known).
+    pub worker: Option<crate::probe::WorkerIdentity>,
+    /// The tree's account database (names in pool `listen.owner/group`).
+    pub accounts: Option<crate::accounts::Accounts>,
+}
+
+/// Where a pool `listen =` value makes FPM listen: a unix path, `ip:port`
+/// or a bare port (all addresses; probed on 127.0.0.1).
+pub fn pool_endpoint(listen: &str) -> Option<Endpoint> {
+    let l = listen.trim();
+    if l.starts_with('/') {
+        return Some(Endpoint::Unix(l.to_string()));
+    }
+    if !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Endpoint::Tcp {
+            host: "127.0.0.1".into(),
+            port: l.parse().ok().filter(|p| *p != 0)?,
+        });
+    }
+    Endpoint::parse_nginx(l)
+}
+
+/// A pool with the DA user whose data folder defines it (`None` for the
+/// master config's own pools, e.g. webapps).
+pub struct PoolRef<'a> {
+    pub user: Option<&'a str>,
+    pub pool: &'a Pool,
 }
 
 impl Server {
@@ -202,6 +229,44 @@ impl Server {
             .iter()
             .find(|u| u.domains.iter().any(|d| d.name == domain))
             .map(|u| u.name.as_str())
+    }
+
+    /// Every pool of one FPM version (`83`): users' pools and the master's.
+    pub fn fpm_pools(&self, digits: &str) -> Vec<PoolRef<'_>> {
+        let mut out: Vec<PoolRef> = Vec::new();
+        if let Some(v) = self.evidence.fpm.as_ref().and_then(|f| f.version(digits)) {
+            out.extend(v.pools.iter().map(|pool| PoolRef { user: None, pool }));
+        }
+        for u in &self.users {
+            for pool in u.pools.iter().filter(|p| p.version_digits == digits) {
+                out.push(PoolRef {
+                    user: Some(&u.name),
+                    pool,
+                });
+            }
+        }
+        out
+    }
+
+    /// Domains whose PHP goes to `sock`: a handler names it, or the panel
+    /// expects it.
+    pub fn domains_using(&self, sock: &Endpoint) -> Vec<String> {
+        let mut out = Vec::new();
+        for u in &self.users {
+            for d in &u.domains {
+                let handler = d
+                    .vhosts
+                    .iter()
+                    .flat_map(|v| v.handlers.iter())
+                    .any(|h| h.target == Target::Endpoint(sock.clone()));
+                let expected = matches!(sock, Endpoint::Unix(p)
+                    if expected_socket(&self.php, &u.pools, &u.name, d.php_select).socket.as_deref() == Some(p.as_str()));
+                if handler || expected {
+                    out.push(d.name.clone());
+                }
+            }
+        }
+        out
     }
 
     pub fn slot(&self, n: u8) -> Option<&PhpSlot> {

@@ -4,7 +4,7 @@
 use crate::accounts::Accounts;
 use crate::checks::{self, socket_drift::DomainStatus, Finding};
 use crate::config::Config;
-use crate::model::{expected_socket, expected_webapps_socket, PhpSlot, Server};
+use crate::model::{expected_socket, expected_webapps_socket, pool_endpoint, PhpSlot, Server};
 use crate::probe::{Endpoint, Prober, WorkerIdentity};
 use crate::readers::{self, Fs, Scope};
 use serde::Serialize;
@@ -54,12 +54,33 @@ fn worker_identity(cfg: &Config, server: &Server) -> Option<WorkerIdentity> {
     })
 }
 
-/// Probes every handler endpoint and every expected socket, once each.
+/// Probes every handler endpoint, every expected socket and every FPM pool
+/// `listen` of a configured version, once each.
 pub fn probe(cfg: &Config, server: &mut Server) {
+    let fs = Fs::new(cfg);
+    if let (Ok(Some(p)), g) = (fs.read(&cfg.paths.passwd), fs.read(&cfg.paths.group)) {
+        server.accounts = Some(Accounts::parse(&p, &g.ok().flatten().unwrap_or_default()));
+    }
+    server.worker = worker_identity(cfg, server);
     if cfg.no_probe {
         return;
     }
     let mut eps = server.endpoints();
+    let mut versions: Vec<String> = server
+        .php
+        .iter()
+        .filter(|s| s.is_fpm())
+        .map(|s| s.release.replace('.', ""))
+        .collect();
+    versions.sort();
+    versions.dedup();
+    for v in &versions {
+        for r in server.fpm_pools(v) {
+            if let Some(ep) = r.pool.listen.as_deref().and_then(pool_endpoint) {
+                eps.push(ep);
+            }
+        }
+    }
     for u in &server.users {
         for d in &u.domains {
             if let Some(s) = expected_socket(&server.php, &u.pools, &u.name, d.php_select).socket {
@@ -72,7 +93,7 @@ pub fn probe(cfg: &Config, server: &mut Server) {
     }
     eps.sort();
     eps.dedup();
-    let prober = Prober::from_config(cfg, worker_identity(cfg, server));
+    let prober = Prober::from_config(cfg, server.worker.clone());
     server.probes = prober.probe_all(&eps);
 }
 
@@ -83,10 +104,17 @@ pub fn scan(cfg: &Config, scope: &Scope) -> Result<Report, String> {
 
 /// Like [`scan`], running only the checks named in `only`.
 pub fn scan_only(cfg: &Config, scope: &Scope, only: Option<&[String]>) -> Result<Report, String> {
-    let mut server = readers::read_server(cfg, scope)?;
-    probe(cfg, &mut server);
-    server.evidence = crate::evidence::collect(cfg, &server);
+    let server = gather(cfg, scope)?;
     Ok(report_only(cfg, &server, only))
+}
+
+/// Reads the model, collects the evidence (the FPM master configs name
+/// pools to probe), then probes.
+pub fn gather(cfg: &Config, scope: &Scope) -> Result<Server, String> {
+    let mut server = readers::read_server(cfg, scope)?;
+    server.evidence = crate::evidence::collect(cfg, &server);
+    probe(cfg, &mut server);
+    Ok(server)
 }
 
 /// Pure: model → report.

@@ -192,3 +192,92 @@ fn dataskq_is_run_and_the_queue_drain_is_awaited() {
     assert!(rep.error.unwrap().contains("broken"));
     assert_eq!(t.read(CUST), CUST_TEXT);
 }
+
+fn restart_plan(version: &str) -> apply::Plan {
+    apply::Plan {
+        finding: "fpm-down PHP 8.3".into(),
+        safety: apply::Safety::Confirm,
+        edits: vec![],
+        rewrite_users: vec![],
+        target: apply::Target::Nginx,
+        advice: None,
+        actions: vec![apply::Action::FpmRestart {
+            version: version.into(),
+        }],
+    }
+}
+
+#[test]
+fn fpm_restart_runs_detached_and_cannot_be_undone() {
+    let t = Tree::new("");
+    let out = t.dir.path().join("restarted");
+    let script = t.dir.path().join("restart.sh");
+    // Records its version argument and its session id (≠ ours: setsid).
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1 $(cut -d' ' -f6 /proc/self/stat)\" > {}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cfg_file = t.dir.path().join("c.toml");
+    std::fs::write(
+        &cfg_file,
+        format!("[commands]\nfpm_restart = \"{} {{version}}\"\n", script.display()),
+    )
+    .unwrap();
+    let cfg = fpm_doctor::config::Config::load(Some(&cfg_file), Some(t.dir.path())).unwrap();
+    let r = apply::apply(&cfg, &[restart_plan("83")], &ApplyOptions::default());
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    let step = r
+        .steps
+        .iter()
+        .find(|s| s.step == "fpm_restart")
+        .expect("step reported");
+    assert!(step.ok, "{step:?}");
+    assert_eq!(step.command.last().map(String::as_str), Some("83"));
+    let got = std::fs::read_to_string(&out).unwrap();
+    let (ver, sid) = got.trim().split_once(' ').unwrap();
+    assert_eq!(ver, "83");
+    let our_sid = unsafe { libc::getsid(0) };
+    assert_ne!(
+        sid.parse::<i32>().unwrap(),
+        our_sid,
+        "must run in its own session"
+    );
+    let h = apply::history(&cfg);
+    let e = h.iter().find(|e| e.id == r.repair_id).unwrap();
+    assert!(!e.undoable, "journalled as not undoable");
+    assert_eq!(e.state, apply::JState::Applied);
+    let u = apply::undo(&cfg, &r.repair_id, &ApplyOptions::default());
+    assert_eq!(u.outcome, Outcome::Refused);
+    assert!(u.error.unwrap().contains("cannot be undone"));
+}
+
+#[test]
+fn fpm_restart_is_off_under_root_unless_configured_and_failures_are_reported() {
+    let t = Tree::new("");
+    let r = apply::apply(&t.cfg, &[restart_plan("83")], &ApplyOptions::default());
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    assert!(r.steps.iter().any(|s| s.step == "fpm_restart" && s.skipped));
+    let t = Tree::new("[commands]\nfpm_restart = \"/bin/false {version}\"\n");
+    let r = apply::apply(&t.cfg, &[restart_plan("83")], &ApplyOptions::default());
+    assert_eq!(r.outcome, Outcome::Failed, "{r:?}");
+    let r = apply::apply(&t.cfg, &[restart_plan("8;3")], &ApplyOptions::default());
+    assert_eq!(r.outcome, Outcome::Failed, "invalid version refused: {r:?}");
+}
+
+#[test]
+fn fpm_restart_defaults() {
+    let live = fpm_doctor::config::Config::default();
+    assert_eq!(
+        commands::resolve_fpm_restart_with(&live, "83", true).as_deref(),
+        Some("systemctl restart php-fpm83")
+    );
+    assert_eq!(
+        commands::resolve_fpm_restart_with(&live, "83", false).as_deref(),
+        Some("/usr/local/php83/sbin/php-fpm83 --fpm-config /usr/local/php83/etc/php-fpm.conf")
+    );
+}

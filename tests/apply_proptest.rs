@@ -83,6 +83,7 @@ proptest! {
             rewrite_users: vec!["u".into()],
             target: Target::Nginx,
             advice: None,
+            actions: vec![],
         };
         let plans = if split && edits.len() > 1 {
             let rest = edits.split_off(1);

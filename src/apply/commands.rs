@@ -134,6 +134,103 @@ pub fn resolve_with(cfg: &Config, which: Which, systemd: bool) -> Option<String>
     Some(d.to_string())
 }
 
+/// The start/restart command of PHP-FPM `version` (digits), `{version}`
+/// substituted; `None` when off. Like the others, the default applies only
+/// when the root is `/`.
+pub fn resolve_fpm_restart(cfg: &Config, version: &str) -> Option<String> {
+    resolve_fpm_restart_with(
+        cfg,
+        version,
+        std::path::Path::new(&cfg.paths.systemd_dir).exists(),
+    )
+}
+
+/// [`resolve_fpm_restart`] with the systemd detection given (testable).
+pub fn resolve_fpm_restart_with(cfg: &Config, version: &str, systemd: bool) -> Option<String> {
+    let line = match &cfg.commands.fpm_restart {
+        Some(s) if s.trim().is_empty() => return None,
+        Some(s) => s.clone(),
+        None if !cfg.is_live_root() => return None,
+        None if systemd => "systemctl restart php-fpm{version}".to_string(),
+        // [U] How non-systemd DA hosts start FPM is unconfirmed: the master
+        // binary daemonizes by default (`daemonize = yes`).
+        None => {
+            let prefix = cfg.paths.php_prefix.replace("{XY}", "{version}");
+            format!("{prefix}/sbin/php-fpm{{version}} --fpm-config {prefix}/etc/php-fpm.conf")
+        }
+    };
+    Some(line.replace("{version}", version))
+}
+
+/// Starts a command in its own session (setsid), detached from the caller's
+/// terminal and process group, so it completes even when the page request
+/// that asked for it is closed. Waits up to `wait` for it to finish to report
+/// its status; a command still running then is reported as started, not
+/// killed.
+pub fn run_detached(step: &str, argv: &[String], wait: Duration) -> StepReport {
+    let mut rep = StepReport {
+        step: step.into(),
+        command: argv.to_vec(),
+        ..StepReport::default()
+    };
+    let Some(prog) = argv.first() else {
+        rep.note = "empty command".into();
+        return rep;
+    };
+    let mut cmd = Command::new(prog);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .env("PATH", SAFE_PATH)
+        .env("LANG", "C")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid() is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            rep.note = format!("cannot run {prog}: {e}");
+            return rep;
+        }
+    };
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => {
+                rep.status = st.code();
+                rep.ok = st.success();
+                if st.code().is_none() {
+                    rep.note = "killed by a signal".into();
+                }
+                return rep;
+            }
+            Ok(None) if started.elapsed() >= wait => {
+                rep.ok = true;
+                rep.note = format!(
+                    "started detached (pid {}), still running after {}s",
+                    child.id(),
+                    wait.as_secs_f32()
+                );
+                return rep;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                rep.note = format!("wait: {e}");
+                return rep;
+            }
+        }
+    }
+}
+
 /// Split a command line like a shell would (quotes, escapes), without
 /// interpreting `;`, `|`, `$`, globs: they stay literal arguments.
 pub fn split(line: &str) -> Result<Vec<String>, String> {

@@ -97,6 +97,13 @@ pub struct JournalEntry {
     pub steps: Vec<StepReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// False when the repair ran actions (restarts) that no undo can revert.
+    #[serde(default = "yes")]
+    pub undoable: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 pub fn journal_dir(cfg: &Config) -> PathBuf {

@@ -73,6 +73,52 @@ pub struct Plan {
     pub target: Target,
     /// For Manual plans: the exact steps.
     pub advice: Option<String>,
+    /// Commands run after the edits (service restarts). They cannot be
+    /// undone: a repair with actions is journalled `undoable: false`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Action>,
+}
+
+/// Something a repair does besides editing files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// Start or restart PHP-FPM `version` (digits, `83`) with the configured
+    /// `[commands] fpm_restart`, detached from this process.
+    FpmRestart { version: String },
+}
+
+impl Action {
+    pub fn describe(&self) -> String {
+        match self {
+            Action::FpmRestart { version } => format!("start or restart PHP-FPM {version}"),
+        }
+    }
+}
+
+/// Runs one action; the step says what ran and whether it started.
+fn run_action(cfg: &Config, a: &Action) -> StepReport {
+    match a {
+        Action::FpmRestart { version } => {
+            if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
+                return StepReport::note("fpm_restart", false, format!("invalid version {version:?}"));
+            }
+            let Some(line) = commands::resolve_fpm_restart(cfg, version) else {
+                return StepReport::skipped(
+                    "fpm_restart",
+                    "off: the root is not / and no [commands] fpm_restart is configured",
+                );
+            };
+            match commands::split(&line) {
+                Ok(argv) => commands::run_detached(
+                    "fpm_restart",
+                    &argv,
+                    Duration::from_secs(cfg.commands.timeout_secs.max(1)),
+                ),
+                Err(e) => StepReport::note("fpm_restart", false, e),
+            }
+        }
+    }
 }
 
 /// The verify callback: re-scan the touched domains, connect to their
@@ -318,7 +364,8 @@ fn prepare(cfg: &Config, plans: &[Plan]) -> Result<Vec<Change>, Vec<String>> {
             Err(e) => errs.push(e),
         }
     }
-    if out.is_empty() && errs.is_empty() {
+    let actions = plans.iter().any(|p| !p.actions.is_empty());
+    if out.is_empty() && errs.is_empty() && !actions {
         errs.push("nothing to apply: no edits".into());
     }
     if errs.is_empty() {
@@ -390,6 +437,7 @@ pub fn apply(cfg: &Config, plans: &[Plan], opts: &ApplyOptions) -> ApplyReport {
         targets,
         steps: Vec::new(),
         error: None,
+        undoable: plans.iter().all(|p| p.actions.is_empty()),
     };
     for f in by_file(plans).keys() {
         rep.set_file(f, FileState::Planned, None);
@@ -448,6 +496,10 @@ fn run_txn(
         .collect();
     for c in &changes {
         rep.set_file(&c.file, FileState::Planned, None);
+    }
+    let actions: Vec<Action> = entry.plans.iter().flat_map(|p| p.actions.clone()).collect();
+    if changes.is_empty() && !actions.is_empty() {
+        return run_actions_only(cfg, entry, &actions, opts, rep);
     }
     if changes.is_empty() {
         // Nothing to write: no rewrite, no reload. Recorded as a no-op.
@@ -538,6 +590,16 @@ fn run_txn(
     }
     fault(Some(opts), "after_reload");
 
+    // 8b. Actions (restarts) once the new config is live; not undoable.
+    for a in &actions {
+        let s = run_action(cfg, a);
+        let (ok, msg) = (s.ok, s.summary());
+        rep.steps.push(s);
+        if !ok {
+            return rollback_report(cfg, entry, Some(opts), rep, msg);
+        }
+    }
+
     // 9. Verify.
     if let Some(v) = opts.verify {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| v(cfg)))
@@ -564,6 +626,63 @@ fn run_txn(
     }
     journal::prune(cfg, cfg.apply.keep_repairs.max(1));
     rep.outcome = Outcome::Ok;
+    rep
+}
+
+/// A repair that only runs actions: journal the intent, run them, verify.
+/// Nothing to roll back, so a failure is `failed`, never `rolled_back`.
+fn run_actions_only(
+    cfg: &Config,
+    mut entry: JournalEntry,
+    actions: &[Action],
+    opts: &ApplyOptions,
+    mut rep: ApplyReport,
+) -> ApplyReport {
+    entry.state = JState::Intent;
+    if let Err(e) = journal::save(cfg, &entry) {
+        return rep.fail(Outcome::Failed, format!("journal: {e}"));
+    }
+    let mut err = None;
+    for a in actions {
+        let s = run_action(cfg, a);
+        if !s.ok && err.is_none() {
+            err = Some(s.summary());
+        }
+        rep.steps.push(s);
+    }
+    if err.is_none() {
+        if let Some(v) = opts.verify {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| v(cfg)))
+                .unwrap_or_else(|_| Err("verify panicked".into()));
+            let s = match r {
+                Ok(()) => StepReport::note("verify", true, ""),
+                Err(e) => StepReport::note("verify", false, e),
+            };
+            if !s.ok {
+                err = Some(s.summary());
+            }
+            rep.steps.push(s);
+        }
+    }
+    entry.steps = rep.steps.clone();
+    entry.state = if err.is_some() {
+        JState::Failed
+    } else {
+        JState::Applied
+    };
+    entry.error = err.clone();
+    let saved = journal::save(cfg, &entry);
+    journal::prune(cfg, cfg.apply.keep_repairs.max(1));
+    rep.outcome = if err.is_some() {
+        Outcome::Failed
+    } else {
+        Outcome::Ok
+    };
+    rep.error = match (err, saved) {
+        (Some(e), _) => Some(e),
+        (None, Err(e)) => Some(format!("journal: {e}")),
+        (None, Ok(())) => None,
+    };
     rep
 }
 
@@ -797,6 +916,20 @@ pub fn undo(cfg: &Config, repair_id: &str, opts: &ApplyOptions) -> ApplyReport {
         Ok(t) => t,
         Err(e) => return rep.fail(Outcome::Refused, e),
     };
+    if !target.undoable {
+        let what: Vec<String> = target
+            .plans
+            .iter()
+            .flat_map(|p| p.actions.iter().map(Action::describe))
+            .collect();
+        return rep.fail(
+            Outcome::Refused,
+            format!(
+                "repair {repair_id} ran actions that cannot be undone ({})",
+                what.join(", ")
+            ),
+        );
+    }
     if target.state != JState::Applied {
         return rep.fail(
             Outcome::Refused,
@@ -854,6 +987,7 @@ pub fn undo(cfg: &Config, repair_id: &str, opts: &ApplyOptions) -> ApplyReport {
         targets: target.targets.clone(),
         steps: Vec::new(),
         error: None,
+        undoable: true,
     };
     if !errs.is_empty() {
         let err = errs.join("; ");
@@ -957,6 +1091,7 @@ mod tests {
             rewrite_users: vec![],
             target: Target::Nginx,
             advice: None,
+            actions: vec![],
         };
         assert_eq!(by_file(&[mk("/x/y"), mk("/x//./y")]).len(), 1);
     }

@@ -37,10 +37,14 @@ fn explained_by(
     upstream: Option<&str>,
 ) -> Option<&'static str> {
     let sock = upstream.and_then(|u| u.strip_prefix("unix:"));
+    // A dead socket that *is* the one the panel expects is not drift: its
+    // PHP-FPM is down.
     let drifted = sock.is_some_and(|s| {
-        drift
-            .iter()
-            .any(|f| f.check == super::socket_drift::ID && f.socket.as_deref() == Some(s))
+        drift.iter().any(|f| {
+            f.check == super::socket_drift::ID
+                && f.socket.as_deref() == Some(s)
+                && f.expected_socket.as_deref() != Some(s)
+        })
     });
     let _ = server;
     match class {
@@ -92,6 +96,7 @@ pub fn fixture_server(text: &str) -> Server {
             state: SourceState::Ok { lines: 1 },
         }],
         utc_offset: 0,
+        hits: Default::default(),
     });
     s
 }
@@ -283,7 +288,9 @@ mod tests {
                         state: SourceState::Ok { lines: 3 },
                     }],
                     utc_offset: 0,
+                    hits: Default::default(),
                 }),
+                fpm: None,
             },
             ..Default::default()
         }
@@ -346,6 +353,15 @@ mod tests {
         drift.socket = Some("/usr/local/php82/sockets/alice.sock".into());
         let out = run(&server(vec![ev(MISSING, "a.test")], vec![]), &[drift]);
         assert_eq!(out.findings[0].explained_by, Some("socket-drift"));
+    }
+
+    #[test]
+    fn dead_expected_socket_is_fpm_down_not_drift() {
+        let mut drift = Finding::new(super::super::socket_drift::ID, Severity::Critical, String::new());
+        drift.socket = Some("/usr/local/php82/sockets/alice.sock".into());
+        drift.expected_socket = drift.socket.clone();
+        let out = run(&server(vec![ev(MISSING, "a.test")], vec![]), &[drift]);
+        assert_eq!(out.findings[0].explained_by, Some("fpm-down"));
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //! findings. No IO here. Each check lives in its own file with its
 //! documentation (What / Why / Example / Fix / Fix safety) and fixtures.
 
+pub mod fpm_down;
 pub mod log_triage;
+pub mod pool_exhausted;
 pub mod socket_drift;
+pub mod socket_permission;
 
 use crate::model::Server;
 use serde::Serialize;
@@ -156,9 +159,24 @@ pub const REGISTRY: &[Check] = &[
         fixtures: log_triage::fixtures,
     },
     Check {
+        doc: &fpm_down::DOC,
+        run: fpm_down::check,
+        fixtures: fpm_down::fixtures,
+    },
+    Check {
         doc: &socket_drift::DOC,
         run: socket_drift::check,
         fixtures: socket_drift::fixtures,
+    },
+    Check {
+        doc: &socket_permission::DOC,
+        run: socket_permission::check,
+        fixtures: socket_permission::fixtures,
+    },
+    Check {
+        doc: &pool_exhausted::DOC,
+        run: pool_exhausted::check,
+        fixtures: pool_exhausted::fixtures,
     },
 ];
 

@@ -24,7 +24,7 @@ pub enum SourceState {
     },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Source {
     pub file: String,
     #[serde(flatten)]

@@ -2,6 +2,7 @@
 //! the readers, everything here does IO and judges nothing; checks read the
 //! result from `Server::evidence`.
 
+pub mod fpm;
 pub mod logread;
 pub mod nginx_log;
 
@@ -18,6 +19,8 @@ pub struct Evidence {
     pub now: i64,
     /// nginx error and access logs; `None` when nginx does not serve PHP here.
     pub nginx: Option<nginx_log::NginxLogs>,
+    /// PHP-FPM masters, workers, memory and logs; `None` when not collected.
+    pub fpm: Option<fpm::FpmEvidence>,
 }
 
 fn now() -> i64 {
@@ -53,5 +56,13 @@ pub fn collect(cfg: &Config, server: &Server) -> Evidence {
         };
         nginx_log::collect(&fs, &paths, &domains, limits)
     });
-    Evidence { since, now, nginx }
+    // FPM logs carry local time without a zone, like nginx's error log.
+    let offset = nginx.as_ref().map(|n| n.utc_offset).unwrap_or(0);
+    let fpm = Some(fpm::collect(cfg, server, limits, offset));
+    Evidence {
+        since,
+        now,
+        nginx,
+        fpm,
+    }
 }

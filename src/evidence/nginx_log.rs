@@ -86,6 +86,9 @@ pub struct NginxLogs {
     pub errors: Vec<ErrorEvent>,
     pub access: Vec<AccessEvent>,
     pub sources: Vec<Source>,
+    /// Requests per domain in the window (any status): how busy a site is.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub hits: std::collections::BTreeMap<String, usize>,
     /// Seconds east of UTC, learned from access log lines (nginx writes the
     /// error log in local time without a zone).
     pub utc_offset: i64,
@@ -248,6 +251,7 @@ pub fn collect(fs: &Fs, paths: &LogPaths, domains: &[String], limits: logread::L
         for l in lines {
             if let Some((time, off, request, status)) = parse_access(&l.text) {
                 offset.get_or_insert(off);
+                *out.hits.entry(d.clone()).or_default() += 1;
                 if status >= 400 {
                     out.access.push(AccessEvent {
                         time,

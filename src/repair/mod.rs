@@ -7,7 +7,7 @@ pub mod plan;
 use crate::apply::{self, ApplyOptions, ApplyReport, Outcome, Plan, Safety};
 use crate::checks::{self, socket_drift, Finding, Severity};
 use crate::config::Config;
-use crate::readers::{self, Scope};
+use crate::readers::Scope;
 use crate::scan;
 use serde::Serialize;
 
@@ -46,8 +46,7 @@ impl Proposal {
 
 /// Scans `scope` and proposes a plan per actionable finding.
 pub fn propose(cfg: &Config, scope: &Scope) -> Result<Proposal, String> {
-    let mut server = readers::read_server(cfg, scope)?;
-    scan::probe(cfg, &mut server);
+    let server = scan::gather(cfg, scope)?;
     let analysis = checks::analyse(&server);
     let mut planned = Vec::new();
     let mut seen: Vec<Plan> = Vec::new();
@@ -60,7 +59,10 @@ pub fn propose(cfg: &Config, scope: &Scope) -> Result<Proposal, String> {
                 // of them, or the others keep the old socket until the next
                 // full rebuild.
                 if all_users.is_none() {
-                    all_users = Some(readers::da::list_users(&readers::Fs::new(cfg), None)?);
+                    all_users = Some(crate::readers::da::list_users(
+                        &crate::readers::Fs::new(cfg),
+                        None,
+                    )?);
                 }
                 let mut users = all_users.clone().unwrap_or_default();
                 users.sort();
@@ -108,6 +110,25 @@ fn touched_users(planned: &[&Planned], cfg: &Config) -> Vec<Option<String>> {
     users
 }
 
+/// After a restart: the version must come back (FPM may take a moment to
+/// bind its sockets, so the scan is retried for a few seconds).
+fn verify_fpm_up(cfg: &Config, p: &Planned) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let report = scan::scan_only(cfg, &Scope::default(), Some(&[checks::fpm_down::ID.to_string()]))?;
+        let still = report.findings.into_iter().find(|f| {
+            f.check == checks::fpm_down::ID && f.severity == Severity::Critical && f.file == p.finding.file
+        });
+        match still {
+            None => return Ok(()),
+            Some(f) if std::time::Instant::now() >= deadline => {
+                return Err(format!("PHP-FPM is still down after the restart: {}", f.message))
+            }
+            Some(_) => std::thread::sleep(std::time::Duration::from_millis(250)),
+        }
+    }
+}
+
 /// Re-scans the touched users; fails when a finding that was fixed is still there.
 /// DA's queue is asynchronous: until its rewrite has run, the generated files
 /// still hold the old text. Re-check until the fix shows or the wait
@@ -124,6 +145,18 @@ fn verify(cfg: &Config, planned: &[&Planned]) -> Result<(), String> {
 }
 
 fn verify_once(cfg: &Config, planned: &[&Planned]) -> Result<(), String> {
+    for p in planned.iter().filter(|p| !p.plan.actions.is_empty()) {
+        verify_fpm_up(cfg, p)?;
+    }
+    let planned: Vec<&Planned> = planned
+        .iter()
+        .copied()
+        .filter(|p| p.plan.actions.is_empty())
+        .collect();
+    let planned = &planned[..];
+    if planned.is_empty() {
+        return Ok(());
+    }
     for u in touched_users(planned, cfg) {
         let report = scan::scan(
             cfg,

@@ -2,7 +2,7 @@
 //! text, new text, and how safe it is to apply without a person. Nothing here
 //! reads or writes a file; `apply` is the only writer.
 
-use crate::apply::{Edit, Plan, Safety, Target};
+use crate::apply::{Action, Edit, Plan, Safety, Target};
 use crate::checks::{socket_drift, Finding, Severity};
 use crate::config::Paths;
 use crate::model::{PhpSlot, Server};
@@ -95,6 +95,7 @@ fn manual(f: &Finding, advice: String) -> Plan {
         rewrite_users: vec![],
         target: Target::Nginx,
         advice: Some(advice),
+        actions: vec![],
     }
 }
 
@@ -167,8 +168,39 @@ fn nearest_slot(slots: &[PhpSlot], old: Option<&str>) -> Option<u8> {
     }
 }
 
+/// `fpm-down`: start or restart that version's service (confirm: it cannot
+/// be undone and ends requests in flight).
+fn fpm_restart_plan(server: &Server, f: &Finding) -> Option<Plan> {
+    if f.severity != Severity::Critical {
+        return None;
+    }
+    // The finding names the version's pid file or master config.
+    let fpm = server.evidence.fpm.as_ref()?;
+    let v = fpm
+        .versions
+        .iter()
+        .find(|v| f.file.as_deref() == Some(&v.pid_file) || f.file.as_deref() == Some(&v.conf_file))?;
+    Some(Plan {
+        finding: format!("fpm-down PHP {}", v.release),
+        safety: Safety::Confirm,
+        edits: vec![],
+        rewrite_users: vec![],
+        target: Target::Nginx,
+        advice: Some(format!(
+            "start or restart PHP-FPM {} (`[commands] fpm_restart`, detached); if it stops again, read {}",
+            v.release, v.log_file
+        )),
+        actions: vec![Action::FpmRestart {
+            version: v.digits.clone(),
+        }],
+    })
+}
+
 /// A plan for one finding, or `None` when there is nothing to do.
 pub fn plan_for(server: &Server, paths: &Paths, f: &Finding) -> Option<Plan> {
+    if f.check == crate::checks::fpm_down::ID {
+        return fpm_restart_plan(server, f);
+    }
     if f.check != socket_drift::ID || f.severity == Severity::Info {
         return None;
     }
@@ -207,6 +239,7 @@ pub fn plan_for(server: &Server, paths: &Paths, f: &Finding) -> Option<Plan> {
                 rewrite_users: vec![user],
                 target,
                 advice: None,
+                actions: vec![],
             })
         }
         Some("custom") => {
@@ -244,6 +277,7 @@ pub fn plan_for(server: &Server, paths: &Paths, f: &Finding) -> Option<Plan> {
                 rewrite_users: vec![user],
                 target,
                 advice: None,
+                actions: vec![],
             })
         }
         Some("template") | Some("overlay") => {
@@ -286,6 +320,7 @@ pub fn plan_for(server: &Server, paths: &Paths, f: &Finding) -> Option<Plan> {
                 rewrite_users: users,
                 target,
                 advice: None,
+                actions: vec![],
             })
         }
         Some("generated") => {
@@ -304,6 +339,7 @@ pub fn plan_for(server: &Server, paths: &Paths, f: &Finding) -> Option<Plan> {
                         expected.unwrap_or_default(),
                         f.user.as_deref().unwrap_or("the user")
                     )),
+                    actions: vec![],
                 });
             }
             Some(manual(
@@ -414,6 +450,23 @@ mod tests {
             "7.4 is still configured"
         );
         assert!(!is_left_by_upgrade(&p, &s, "alice", "/home/alice/php.sock"));
+    }
+
+    #[test]
+    fn fpm_down_plans_a_detached_restart() {
+        use crate::evidence::fpm::{Master, PidFile};
+        use crate::probe::SocketState;
+        let s = crate::checks::fpm_down::fixture_server(
+            PidFile::Pid { pid: 9 },
+            Master::Gone { pid: 9 },
+            SocketState::Refused,
+        );
+        let a = crate::checks::analyse(&s);
+        let f = a.findings.iter().find(|f| f.check == "fpm-down").unwrap();
+        let p = plan_for(&s, &Paths::default(), f).unwrap();
+        assert_eq!(p.safety, Safety::Confirm);
+        assert!(p.edits.is_empty());
+        assert_eq!(p.actions, vec![Action::FpmRestart { version: "83".into() }]);
     }
 
     #[test]

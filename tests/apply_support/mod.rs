@@ -106,6 +106,7 @@ pub fn plan_at(file: &str, start: usize, old: &str, new: &str) -> Plan {
         rewrite_users: vec!["alice".into()],
         target: Target::Nginx,
         advice: None,
+        actions: vec![],
     }
 }
 
