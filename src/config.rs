@@ -47,6 +47,19 @@ pub struct Paths {
     pub nginx_error_log: String,
     /// DA's per-domain nginx logs (`<d>.log`, `<d>.error.log`).
     pub nginx_domain_log_dir: String,
+    /// Kernel logs written by syslog (read when they exist).
+    pub kern_log: String,
+    pub messages_log: String,
+    /// `btime` (boot time) for converting `[12345.678]` kernel timestamps.
+    pub proc_stat: String,
+    /// A PHP slot's php.ini, `{prefix}` = the slot's PHP prefix.
+    pub php_ini: String,
+    /// A PHP slot's ini scan dir when `-i` cannot be asked.
+    pub php_scan_dir: String,
+    /// A PHP slot's FPM binary, `{prefix}` and `{XY}` substituted.
+    pub php_fpm_bin: String,
+    /// The temp dir whose filesystem must have room (sessions, uploads).
+    pub tmp_dir: String,
 }
 
 impl Default for Paths {
@@ -69,6 +82,13 @@ impl Default for Paths {
             dataskq: format!("{da}/dataskq"),
             nginx_error_log: "/var/log/nginx/error.log".into(),
             nginx_domain_log_dir: "/var/log/nginx/domains".into(),
+            kern_log: "/var/log/kern.log".into(),
+            messages_log: "/var/log/messages".into(),
+            proc_stat: "/proc/stat".into(),
+            php_ini: "{prefix}/lib/php.ini".into(),
+            php_scan_dir: "{prefix}/lib/php.conf.d".into(),
+            php_fpm_bin: "{prefix}/sbin/php-fpm{XY}".into(),
+            tmp_dir: "/tmp".into(),
         }
     }
 }
@@ -77,6 +97,13 @@ impl Paths {
     /// `/usr/local/php83` for release "8.3".
     pub fn php_prefix_for(&self, release: &str) -> String {
         self.php_prefix.replace("{XY}", &release.replace('.', ""))
+    }
+
+    /// A per-slot path template (`{prefix}`, `{XY}`) for release "8.3".
+    pub fn php_path(template: &str, prefix: &str, release: &str) -> String {
+        template
+            .replace("{prefix}", prefix)
+            .replace("{XY}", &release.replace('.', ""))
     }
 }
 
@@ -188,9 +215,54 @@ impl Default for LogSettings {
     }
 }
 
+/// Settings of the system checks (kernel, disks, PHP ini, timeouts).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SystemSettings {
+    /// Kernel ring buffer command. Default `dmesg` when the root is `/`
+    /// (another root's kernel is not this one); "" turns it off.
+    pub dmesg: Option<String>,
+    /// Kernel journal command, run only when the program exists. Default
+    /// `journalctl -k -q --no-pager -o short-unix` when the root is `/`.
+    pub journalctl: Option<String>,
+    /// Ask each PHP slot's FPM binary (`-m`, `-i`). Default: root is `/`.
+    pub run_php_fpm: Option<bool>,
+    /// Timeout of each of those commands.
+    pub command_timeout_secs: u64,
+    /// Disk usage (space or inodes) at or above this percentage is a warning…
+    pub disk_warn_pct: f64,
+    /// …and at or above this one critical.
+    pub disk_crit_pct: f64,
+    /// Less free space than this (MB) is critical whatever the percentage.
+    pub disk_min_free_mb: u64,
+    /// The `fastcgi_read_timeout` a repair proposes (at least twice the current one).
+    pub fastcgi_timeout_secs: u64,
+    /// ini files a CustomBuild rebuild leaves alone (globs, `{prefix}`
+    /// substituted): only there is an xdebug line commented out
+    /// automatically. Which files CustomBuild regenerates is unconfirmed.
+    pub surviving_ini: Vec<String>,
+}
+
+impl Default for SystemSettings {
+    fn default() -> Self {
+        SystemSettings {
+            dmesg: None,
+            journalctl: None,
+            run_php_fpm: None,
+            command_timeout_secs: 10,
+            disk_warn_pct: 90.0,
+            disk_crit_pct: 97.0,
+            disk_min_free_mb: 100,
+            fastcgi_timeout_secs: 300,
+            surviving_ini: vec!["{prefix}/lib/php.conf.d/90-custom.ini".into()],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
+    pub system: SystemSettings,
     pub logs: LogSettings,
     pub paths: Paths,
     pub probe: ProbeSettings,
@@ -208,6 +280,7 @@ pub struct Config {
     pub commands: CommandSettings,
     pub apply: ApplySettings,
     pub logs: LogSettings,
+    pub system: SystemSettings,
     /// `--no-probe`: report `not_probed` instead of touching sockets.
     pub no_probe: bool,
 }
@@ -221,6 +294,7 @@ impl Default for Config {
             commands: CommandSettings::default(),
             apply: ApplySettings::default(),
             logs: LogSettings::default(),
+            system: SystemSettings::default(),
             no_probe: false,
         }
     }
@@ -247,6 +321,7 @@ impl Config {
             commands: file.commands,
             apply: file.apply,
             logs: file.logs,
+            system: file.system,
             no_probe: false,
         })
     }
