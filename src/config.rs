@@ -227,6 +227,9 @@ pub struct SystemSettings {
     pub journalctl: Option<String>,
     /// Ask each PHP slot's FPM binary (`-m`, `-i`). Default: root is `/`.
     pub run_php_fpm: Option<bool>,
+    /// Measure filesystems (`statvfs`). Default: root is `/` (an offline
+    /// copy's disk is not the server's).
+    pub statvfs: Option<bool>,
     /// Timeout of each of those commands.
     pub command_timeout_secs: u64,
     /// Disk usage (space or inodes) at or above this percentage is a warning…
@@ -249,6 +252,7 @@ impl Default for SystemSettings {
             dmesg: None,
             journalctl: None,
             run_php_fpm: None,
+            statvfs: None,
             command_timeout_secs: 10,
             disk_warn_pct: 90.0,
             disk_crit_pct: 97.0,

@@ -245,6 +245,7 @@ mod tests {
                     }],
                     utc_offset: 0,
                 }),
+                ..Default::default()
             },
             ..Default::default()
         }
