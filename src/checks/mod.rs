@@ -2,8 +2,12 @@
 //! findings. No IO here. Each check lives in its own file with its
 //! documentation (What / Why / Example / Fix / Fix safety) and fixtures.
 
+pub mod disk_full;
+pub mod fastcgi_timeout;
 pub mod log_triage;
+pub mod oom_kill;
 pub mod socket_drift;
+pub mod xdebug;
 
 use crate::model::Server;
 use serde::Serialize;
@@ -159,6 +163,26 @@ pub const REGISTRY: &[Check] = &[
         doc: &socket_drift::DOC,
         run: socket_drift::check,
         fixtures: socket_drift::fixtures,
+    },
+    Check {
+        doc: &fastcgi_timeout::DOC,
+        run: fastcgi_timeout::check,
+        fixtures: fastcgi_timeout::fixtures,
+    },
+    Check {
+        doc: &oom_kill::DOC,
+        run: oom_kill::check,
+        fixtures: oom_kill::fixtures,
+    },
+    Check {
+        doc: &disk_full::DOC,
+        run: disk_full::check,
+        fixtures: disk_full::fixtures,
+    },
+    Check {
+        doc: &xdebug::DOC,
+        run: xdebug::check,
+        fixtures: xdebug::fixtures,
     },
 ];
 

@@ -49,6 +49,10 @@ pub struct FsError {
 pub struct Disks {
     pub filesystems: Vec<FsUsage>,
     pub errors: Vec<FsError>,
+    /// The configured thresholds, carried so the check stays pure.
+    pub warn_pct: f64,
+    pub crit_pct: f64,
+    pub min_free_bytes: u64,
 }
 
 /// The nearest existing ancestor (a state dir not created yet lives on its

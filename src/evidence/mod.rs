@@ -197,7 +197,12 @@ pub fn collect(cfg: &Config, server: &Server) -> Evidence {
         .system
         .statvfs
         .unwrap_or_else(|| cfg.is_live_root())
-        .then(|| disk::collect(&disk_paths(cfg, server)));
+        .then(|| disk::Disks {
+            warn_pct: cfg.system.disk_warn_pct,
+            crit_pct: cfg.system.disk_crit_pct,
+            min_free_bytes: cfg.system.disk_min_free_mb << 20,
+            ..disk::collect(&disk_paths(cfg, server))
+        });
     let run_php = cfg.system.run_php_fpm.unwrap_or_else(|| cfg.is_live_root());
     let php = Some(php::collect(
         &fs,
