@@ -48,11 +48,13 @@ impl Proposal {
 pub fn propose(cfg: &Config, scope: &Scope) -> Result<Proposal, String> {
     let mut server = readers::read_server(cfg, scope)?;
     scan::probe(cfg, &mut server);
+    // Logs and system state: the timeout and xdebug plans need them.
+    server.evidence = crate::evidence::collect(cfg, &server);
     let analysis = checks::analyse(&server);
     let mut planned = Vec::new();
     let mut seen: Vec<Plan> = Vec::new();
     for f in analysis.findings {
-        if let Some(p) = plan::plan_for(&server, &cfg.paths, &f) {
+        if let Some(p) = plan::plan_for_check(&server, cfg, &f) {
             // One edit fixes every domain that text serves (a .cust_nginx
             // inlined into the domain's subdomains too): plan it once.
             let dup = seen.iter().any(|o| {
