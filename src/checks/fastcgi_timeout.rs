@@ -78,7 +78,7 @@ pub fn handler_for<'a>(
 
 /// Seconds for messages: `2 s`, `1.5 s`.
 pub fn secs(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else {
         format!("{:.1} s", ms as f64 / 1000.0)
@@ -169,10 +169,10 @@ fn php_limits(server: &Server, user: &str, socket: Option<&str>) -> Vec<(String,
     }
     // php.ini (and the scan dir, read after it) of the pool's version.
     let slots = server.evidence.php.as_deref().unwrap_or(&[]);
-    for sp in slots
+    let sp = slots
         .iter()
-        .filter(|s| digits.as_deref().is_none_or(|d| s.release.replace('.', "") == d))
-    {
+        .find(|s| digits.as_deref().is_none_or(|d| s.release.replace('.', "") == d));
+    if let Some(sp) = sp {
         let mut found = None;
         for f in &sp.ini {
             if let IniState::Ok { text } = &f.state {
@@ -181,14 +181,11 @@ fn php_limits(server: &Server, user: &str, socket: Option<&str>) -> Vec<(String,
                 }
             }
         }
-        if let Some((v, at)) = found {
-            if let Ok(s) = v.parse::<u64>() {
-                if s > 0 {
-                    out.push(("max_execution_time".into(), s, at));
-                }
+        if let Some((s, at)) = found.and_then(|(v, at)| Some((v.parse::<u64>().ok()?, at))) {
+            if s > 0 {
+                out.push(("max_execution_time".into(), s, at));
             }
         }
-        break;
     }
     out
 }
@@ -256,9 +253,15 @@ pub fn check(server: &Server, _ctx: &super::Context) -> CheckOutput {
         let mut limits = String::new();
         if let Some((user, _)) = found {
             for (what, s, at) in php_limits(server, user, socket.as_deref()) {
-                if s * 1000 < ms.max(1000 * 60) {
+                // Lower than the timeout now, or than the 300 s a repair proposes.
+                if s * 1000 < ms.max(300_000) {
+                    let note = if what == "max_execution_time" {
+                        " (on Linux it counts CPU time, not time spent waiting)"
+                    } else {
+                        ""
+                    };
                     limits.push_str(&format!(
-                        " PHP's {what} is {s} s ({at}): lower than nginx's timeout or a raised one, PHP stops the script first (a 502, not a 504)."
+                        " PHP's {what} is {s} s ({at}){note}: below nginx's timeout or a raised one, PHP stops the script first (a 502, not a 504)."
                     ));
                 }
             }
