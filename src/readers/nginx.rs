@@ -825,4 +825,68 @@ mod tests {
         assert_eq!(l.as_deref(), Some("~ \\.php$"));
         assert!(lf.find("unix:/usr/local/php82/sockets/alice.sock", &t).is_none());
     }
+
+    fn timeouts_of(conf: &str, http: Option<&RawTimeout>) -> Vec<Option<(u64, Level, u32)>> {
+        let src = crate::nginx::MemSource::default().with("/u/nginx.conf", conf);
+        let mut loader = Loader::new(&src, "/etc/nginx");
+        let exp = loader.expand("/u/nginx.conf");
+        vhosts(&exp, &HashMap::new(), http)
+            .iter()
+            .flat_map(|v| v.handlers.iter())
+            .map(|h| h.read_timeout.as_ref().map(|t| (t.millis, t.level, t.at.line)))
+            .collect()
+    }
+
+    #[test]
+    fn read_timeout_location_shadows_server_shadows_http() {
+        let conf = "server {\n  fastcgi_read_timeout 2s;\n  server_name a.test;\n  location ~ \\.php$ {\n    fastcgi_pass unix:/a.sock;\n  }\n  location /x/ {\n    fastcgi_read_timeout 1m30s;\n    location ~ \\.php$ { fastcgi_pass unix:/a.sock; }\n  }\n}\nserver {\n  server_name b.test;\n  location ~ \\.php$ { fastcgi_pass unix:/b.sock; }\n}\n";
+        let http = RawTimeout {
+            millis: 120_000,
+            level: Level::Http,
+            at: Location {
+                file: "/etc/nginx/nginx.conf".into(),
+                line: 9,
+                text: "fastcgi_read_timeout 120;".into(),
+                start: 0,
+                end: 0,
+            },
+        };
+        assert_eq!(
+            timeouts_of(conf, Some(&http)),
+            vec![
+                Some((2_000, Level::Server, 2)),
+                Some((90_000, Level::Location, 8)),
+                Some((120_000, Level::Http, 9)),
+            ]
+        );
+        assert_eq!(timeouts_of(conf, None)[2], None, "nginx's default");
+    }
+
+    #[test]
+    fn timeout_is_traced_to_the_cust_nginx_line() {
+        let lf = LayerFile::parse(
+            Layer::Custom,
+            "/d/a.test.cust_nginx",
+            b"client_max_body_size 8m;\nfastcgi_read_timeout 2s;\n".to_vec(),
+        );
+        let raw = RawTimeout {
+            millis: 2000,
+            level: Level::Server,
+            at: Location {
+                file: "/u/nginx.conf".into(),
+                line: 4,
+                text: "fastcgi_read_timeout 2s;".into(),
+                start: 50,
+                end: 74,
+            },
+        };
+        let t = attribute_timeout(&raw, &[&lf], Layer::Generated);
+        assert_eq!(
+            (t.layer, t.at.file.as_str(), t.at.line),
+            (Layer::Custom, "/d/a.test.cust_nginx", 2)
+        );
+        assert_eq!(t.generated_copy.as_ref().map(|l| l.line), Some(4));
+        let t = attribute_timeout(&raw, &[], Layer::Generated);
+        assert_eq!((t.layer, t.generated_copy.is_none()), (Layer::Generated, true));
+    }
 }
