@@ -62,6 +62,19 @@ pub struct Paths {
     pub proc_dir: String,
     /// Present when systemd is PID 1.
     pub systemd_dir: String,
+    /// Kernel logs written by syslog (read when they exist).
+    pub kern_log: String,
+    pub messages_log: String,
+    /// `btime` (boot time) for converting `[12345.678]` kernel timestamps.
+    pub proc_stat: String,
+    /// A PHP slot's php.ini, `{prefix}` = the slot's PHP prefix.
+    pub php_ini: String,
+    /// A PHP slot's ini scan dir when `-i` cannot be asked.
+    pub php_scan_dir: String,
+    /// A PHP slot's FPM binary, `{prefix}` and `{XY}` substituted.
+    pub php_fpm_bin: String,
+    /// The temp dir whose filesystem must have room (sessions, uploads).
+    pub tmp_dir: String,
 }
 
 impl Default for Paths {
@@ -90,6 +103,13 @@ impl Default for Paths {
             fpm_log: "/var/log/php-fpm{XY}.log".into(),
             proc_dir: "/proc".into(),
             systemd_dir: "/run/systemd/system".into(),
+            kern_log: "/var/log/kern.log".into(),
+            messages_log: "/var/log/messages".into(),
+            proc_stat: "/proc/stat".into(),
+            php_ini: "{prefix}/lib/php.ini".into(),
+            php_scan_dir: "{prefix}/lib/php.conf.d".into(),
+            php_fpm_bin: "{prefix}/sbin/php-fpm{XY}".into(),
+            tmp_dir: "/tmp".into(),
         }
     }
 }
@@ -103,6 +123,13 @@ impl Paths {
     /// Any `{XY}` path template for release "8.3".
     pub fn for_release(template: &str, release: &str) -> String {
         template.replace("{XY}", &release.replace('.', ""))
+    }
+
+    /// A per-slot path template (`{prefix}`, `{XY}`) for release "8.3".
+    pub fn php_path(template: &str, prefix: &str, release: &str) -> String {
+        template
+            .replace("{prefix}", prefix)
+            .replace("{XY}", &release.replace('.', ""))
     }
 }
 
@@ -287,9 +314,58 @@ impl Default for FpmSettings {
     }
 }
 
+/// Settings of the system checks (kernel, disks, PHP ini, timeouts).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SystemSettings {
+    /// Kernel ring buffer command. Default `dmesg` when the root is `/`
+    /// (another root's kernel is not this one); "" turns it off.
+    pub dmesg: Option<String>,
+    /// Kernel journal command, run only when the program exists. Default
+    /// `journalctl -k -q --no-pager -o short-unix` when the root is `/`.
+    pub journalctl: Option<String>,
+    /// Ask each PHP slot's FPM binary (`-m`, `-i`). Default: root is `/`.
+    pub run_php_fpm: Option<bool>,
+    /// Measure filesystems (`statvfs`). Default: root is `/` (an offline
+    /// copy's disk is not the server's).
+    pub statvfs: Option<bool>,
+    /// Timeout of each of those commands.
+    pub command_timeout_secs: u64,
+    /// Disk usage (space or inodes) at or above this percentage is a warning…
+    pub disk_warn_pct: f64,
+    /// …and at or above this one critical.
+    pub disk_crit_pct: f64,
+    /// Less free space than this (MB) is critical whatever the percentage.
+    pub disk_min_free_mb: u64,
+    /// The `fastcgi_read_timeout` a repair proposes (at least twice the current one).
+    pub fastcgi_timeout_secs: u64,
+    /// ini files a CustomBuild rebuild leaves alone (globs, `{prefix}`
+    /// substituted): only there is an xdebug line commented out
+    /// automatically. Which files CustomBuild regenerates is unconfirmed.
+    pub surviving_ini: Vec<String>,
+}
+
+impl Default for SystemSettings {
+    fn default() -> Self {
+        SystemSettings {
+            dmesg: None,
+            journalctl: None,
+            run_php_fpm: None,
+            statvfs: None,
+            command_timeout_secs: 10,
+            disk_warn_pct: 90.0,
+            disk_crit_pct: 97.0,
+            disk_min_free_mb: 100,
+            fastcgi_timeout_secs: 300,
+            surviving_ini: vec!["{prefix}/lib/php.conf.d/90-custom.ini".into()],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
+    pub system: SystemSettings,
     pub logs: LogSettings,
     pub fpm: FpmSettings,
     pub paths: Paths,
@@ -327,6 +403,7 @@ pub struct Config {
     pub logs: LogSettings,
     pub hook: HookSettings,
     pub fpm: FpmSettings,
+    pub system: SystemSettings,
     /// `--no-probe`: report `not_probed` instead of touching sockets.
     pub no_probe: bool,
 }
@@ -342,6 +419,7 @@ impl Default for Config {
             logs: LogSettings::default(),
             hook: HookSettings::default(),
             fpm: FpmSettings::default(),
+            system: SystemSettings::default(),
             no_probe: false,
         }
     }
@@ -388,6 +466,7 @@ impl Config {
             logs: file.logs,
             hook: file.hook,
             fpm: file.fpm,
+            system: file.system,
             no_probe: false,
         })
     }

@@ -110,6 +110,92 @@ pub struct Handler {
     pub shadowed: bool,
     /// The handler belongs to DA's webapps (`webapps.sock`), not the user's pool.
     pub webapps: bool,
+    /// The `fastcgi_read_timeout` in force for this handler; `None` = nginx's
+    /// default (60 s). Apache handlers have none.
+    pub read_timeout: Option<ReadTimeout>,
+}
+
+/// Which block a directive in force is set in (nginx inheritance: a
+/// location's own setting shadows the server's, which shadows http's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Location,
+    Server,
+    Http,
+}
+
+/// An effective `fastcgi_read_timeout`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReadTimeout {
+    pub millis: u64,
+    pub level: Level,
+    /// Where it is written, in the layer that produces it (a `.cust_nginx`
+    /// line rather than its generated copy).
+    pub at: Location,
+    pub layer: Layer,
+    /// The copy nginx reads, when `at` is a surviving layer.
+    pub generated_copy: Option<Location>,
+}
+
+/// nginx's default `fastcgi_read_timeout`.
+pub const DEFAULT_READ_TIMEOUT_MS: u64 = 60_000;
+
+/// nginx time syntax (`300`, `2s`, `1m30s`, `500ms`) in milliseconds.
+pub fn parse_nginx_time(v: &str) -> Option<u64> {
+    let v = v.trim();
+    if v.is_empty() {
+        return None;
+    }
+    if v.bytes().all(|b| b.is_ascii_digit()) {
+        return v.parse::<u64>().ok()?.checked_mul(1000);
+    }
+    let mut total: u64 = 0;
+    let mut rest = v;
+    while !rest.is_empty() {
+        let n_end = rest.find(|c: char| !c.is_ascii_digit())?;
+        if n_end == 0 {
+            return None;
+        }
+        let n: u64 = rest[..n_end].parse().ok()?;
+        rest = &rest[n_end..];
+        let u_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let mult = match &rest[..u_end] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 604_800_000,
+            "M" => 2_592_000_000,
+            "y" => 31_536_000_000,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(mult)?)?;
+        rest = &rest[u_end..];
+    }
+    Some(total)
+}
+
+/// A domain's `.cust_nginx` as far as a repair needs it: where to append.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CustTail {
+    pub path: String,
+    /// Byte offset and text of the last line (with its newline, if any).
+    pub last_line_start: usize,
+    pub last_line: String,
+}
+
+impl CustTail {
+    pub fn of(path: &str, src: &[u8]) -> CustTail {
+        let body = src.strip_suffix(b"\n").unwrap_or(src);
+        let start = body.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0);
+        CustTail {
+            path: path.to_string(),
+            last_line_start: start,
+            last_line: String::from_utf8_lossy(&src[start..]).into_owned(),
+        }
+    }
 }
 
 /// One server block (or Apache VirtualHost) that serves a domain.
@@ -153,6 +239,8 @@ pub struct Domain {
     pub nginx_only: bool,
     pub aliases: Vec<String>,
     pub vhosts: Vec<Vhost>,
+    /// The DA domain's `.cust_nginx`, if it exists (for repairs that append).
+    pub cust_nginx: Option<CustTail>,
 }
 
 #[derive(Debug, Clone)]

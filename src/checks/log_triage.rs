@@ -49,7 +49,7 @@ fn explained_by(
     let _ = server;
     match class {
         Class::Missing | Class::Refused if drifted => Some(super::socket_drift::ID),
-        Class::Missing | Class::Refused | Class::OtherConnect => Some("fpm-down"),
+        Class::Missing | Class::Refused | Class::OtherConnect | Class::ConnectTimeout => Some("fpm-down"),
         Class::PermissionDenied => Some("socket-permission"),
         Class::BacklogFull => Some("pool-exhausted"),
         Class::Timeout => Some("fastcgi-timeout"),
@@ -290,7 +290,7 @@ mod tests {
                     utc_offset: 0,
                     hits: Default::default(),
                 }),
-                fpm: None,
+                ..Default::default()
             },
             ..Default::default()
         }

@@ -2,11 +2,15 @@
 //! findings. No IO here. Each check lives in its own file with its
 //! documentation (What / Why / Example / Fix / Fix safety) and fixtures.
 
+pub mod disk_full;
+pub mod fastcgi_timeout;
 pub mod fpm_down;
 pub mod log_triage;
+pub mod oom_kill;
 pub mod pool_exhausted;
 pub mod socket_drift;
 pub mod socket_permission;
+pub mod xdebug;
 
 use crate::model::Server;
 use serde::Serialize;
@@ -177,6 +181,26 @@ pub const REGISTRY: &[Check] = &[
         doc: &pool_exhausted::DOC,
         run: pool_exhausted::check,
         fixtures: pool_exhausted::fixtures,
+    },
+    Check {
+        doc: &fastcgi_timeout::DOC,
+        run: fastcgi_timeout::check,
+        fixtures: fastcgi_timeout::fixtures,
+    },
+    Check {
+        doc: &oom_kill::DOC,
+        run: oom_kill::check,
+        fixtures: oom_kill::fixtures,
+    },
+    Check {
+        doc: &disk_full::DOC,
+        run: disk_full::check,
+        fixtures: disk_full::fixtures,
+    },
+    Check {
+        doc: &xdebug::DOC,
+        run: xdebug::check,
+        fixtures: xdebug::fixtures,
     },
 ];
 

@@ -372,6 +372,7 @@ pub fn fixture_server(sock: &str, live: &[&str], layer: crate::model::Layer) -> 
         location: Some("~ \\.php$".into()),
         shadowed: false,
         webapps: false,
+        read_timeout: None,
     };
     let mut s = Server {
         webserver: Some("nginx".into()),
@@ -394,6 +395,7 @@ pub fn fixture_server(sock: &str, live: &[&str], layer: crate::model::Layer) -> 
             php_select_at: None,
             nginx_only: false,
             aliases: vec![],
+            cust_nginx: None,
             vhosts: vec![Vhost {
                 server_names: vec!["a.test".into()],
                 https: false,

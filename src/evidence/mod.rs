@@ -2,9 +2,12 @@
 //! the readers, everything here does IO and judges nothing; checks read the
 //! result from `Server::evidence`.
 
+pub mod disk;
 pub mod fpm;
+pub mod kernel;
 pub mod logread;
 pub mod nginx_log;
+pub mod php;
 
 use crate::config::Config;
 use crate::model::Server;
@@ -21,6 +24,142 @@ pub struct Evidence {
     pub nginx: Option<nginx_log::NginxLogs>,
     /// PHP-FPM masters, workers, memory and logs; `None` when not collected.
     pub fpm: Option<fpm::FpmEvidence>,
+    /// Kernel OOM kills; `None` when not collected.
+    pub kernel: Option<kernel::KernelLog>,
+    /// Filesystem usage; `None` when not measured (offline copy).
+    pub disks: Option<disk::Disks>,
+    /// Ini files and modules of each PHP-FPM slot; `None` when not collected.
+    pub php: Option<Vec<php::SlotPhp>>,
+}
+
+/// Runs a command (no shell, `LANG=C`, stdin closed) and returns its stdout
+/// (at most `max_bytes`), killing it after `timeout`. A non-zero exit is an
+/// error carrying stderr.
+pub fn run_capture(argv: &[String], timeout: std::time::Duration, max_bytes: u64) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let prog = argv.first().ok_or("empty command")?;
+    let mut child = Command::new(prog)
+        .args(&argv[1..])
+        .env("LANG", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run {prog}: {e}"))?;
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = (&mut out).take(max_bytes).read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = (&mut err).take(64 << 10).read_to_end(&mut buf);
+        buf
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if start.elapsed() >= timeout => {
+                // SAFETY: kill(2) of the process group we created.
+                unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+                let _ = child.wait();
+                return Err(format!("{prog} timed out after {}s", timeout.as_secs()));
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Err(e) => return Err(format!("{prog}: {e}")),
+        }
+    };
+    let stdout = reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!(
+            "{prog} failed ({status}): {}",
+            String::from_utf8_lossy(&stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
+}
+
+/// A program on PATH (or an absolute path that exists).
+fn on_path(prog: &str) -> bool {
+    if prog.contains('/') {
+        return std::path::Path::new(prog).exists();
+    }
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false)
+}
+
+/// A configured command line: `None` = the default when the root is `/`,
+/// "" = off.
+fn command(cfg: &Config, setting: &Option<String>, default: &str) -> Option<Vec<String>> {
+    let line = match setting {
+        Some(s) => s.clone(),
+        None if cfg.is_live_root() => default.to_string(),
+        None => return None,
+    };
+    let argv = shell_words::split(&line).ok()?;
+    (!argv.is_empty()).then_some(argv)
+}
+
+fn collect_kernel(cfg: &Config, fs: &Fs, now: i64, limits: logread::Limits) -> kernel::KernelLog {
+    let mut commands = Vec::new();
+    if let Some(argv) = command(cfg, &cfg.system.dmesg, "dmesg") {
+        commands.push(("dmesg".to_string(), argv));
+    }
+    if let Some(argv) = command(
+        cfg,
+        &cfg.system.journalctl,
+        "journalctl -k -q --no-pager -o short-unix",
+    ) {
+        // Only where journald exists: its absence is normal, not unknown.
+        if on_path(&argv[0]) {
+            let mut argv = argv;
+            if let Some(s) = limits.since {
+                argv.push(format!("--since=@{s}"));
+            }
+            commands.push(("journalctl -k".to_string(), argv));
+        }
+    }
+    let src = kernel::KernelSources {
+        files: vec![&cfg.paths.kern_log, &cfg.paths.messages_log],
+        proc_stat: &cfg.paths.proc_stat,
+        commands,
+        timeout: std::time::Duration::from_secs(cfg.system.command_timeout_secs.max(1)),
+        now,
+    };
+    kernel::collect(fs, &src, limits)
+}
+
+/// The directories PHP and nginx write to, for `disk-full`.
+fn disk_paths(cfg: &Config, server: &Server) -> Vec<(String, std::path::PathBuf)> {
+    let p = &cfg.paths;
+    let mut v: Vec<String> = server
+        .php
+        .iter()
+        .filter(|s| s.is_fpm())
+        .map(|s| format!("{}/sockets", s.prefix))
+        .collect();
+    let dir_of = |f: &str| f.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
+    v.push(dir_of(&p.nginx_error_log));
+    v.push(p.nginx_domain_log_dir.clone());
+    v.push(p.tmp_dir.clone());
+    v.push(crate::readers::join(&p.da_dir, "data"));
+    v.push(p.state_dir.clone());
+    v.dedup();
+    v.into_iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let h = cfg.host(&s);
+            (s, h)
+        })
+        .collect()
 }
 
 fn now() -> i64 {
@@ -59,10 +198,31 @@ pub fn collect(cfg: &Config, server: &Server) -> Evidence {
     // FPM logs carry local time without a zone, like nginx's error log.
     let offset = nginx.as_ref().map(|n| n.utc_offset).unwrap_or(0);
     let fpm = Some(fpm::collect(cfg, server, limits, offset));
+    let kernel = Some(collect_kernel(cfg, &fs, now, limits));
+    let disks = cfg
+        .system
+        .statvfs
+        .unwrap_or_else(|| cfg.is_live_root())
+        .then(|| disk::Disks {
+            warn_pct: cfg.system.disk_warn_pct,
+            crit_pct: cfg.system.disk_crit_pct,
+            min_free_bytes: cfg.system.disk_min_free_mb << 20,
+            ..disk::collect(&disk_paths(cfg, server))
+        });
+    let run_php = cfg.system.run_php_fpm.unwrap_or_else(|| cfg.is_live_root());
+    let php = Some(php::collect(
+        &fs,
+        &server.php,
+        run_php,
+        std::time::Duration::from_secs(cfg.system.command_timeout_secs.max(1)),
+    ));
     Evidence {
         since,
         now,
         nginx,
         fpm,
+        kernel,
+        disks,
+        php,
     }
 }

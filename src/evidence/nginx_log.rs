@@ -22,6 +22,9 @@ pub enum Class {
     BacklogFull,
     /// errno 110: PHP did not answer within fastcgi_read_timeout.
     Timeout,
+    /// errno 110 on connect(): the upstream never accepted (a TCP backend
+    /// down or filtered), not a slow script.
+    ConnectTimeout,
     /// errno 104 or a premature close: the worker died mid-request.
     Reset,
     /// "Primary script unknown": a 404 from PHP-FPM, not a 502.
@@ -38,6 +41,7 @@ impl Class {
             Class::PermissionDenied => "permission denied (errno 13)",
             Class::BacklogFull => "backlog full (errno 11)",
             Class::Timeout => "timed out (errno 110)",
+            Class::ConnectTimeout => "connect timed out (errno 110)",
             Class::Reset => "reset / closed by PHP (errno 104)",
             Class::ScriptUnknown => "primary script unknown",
             Class::OtherConnect => "connect failed",
@@ -48,7 +52,7 @@ impl Class {
     /// log does not say.
     pub fn default_status(self) -> u16 {
         match self {
-            Class::Timeout => 504,
+            Class::Timeout | Class::ConnectTimeout => 504,
             Class::ScriptUnknown => 404,
             _ => 502,
         }
@@ -172,7 +176,7 @@ pub fn parse_error(line: &LogLine, domain: Option<&str>, utc_offset: i64) -> Opt
             111 => Class::Refused,
             13 => Class::PermissionDenied,
             11 => Class::BacklogFull,
-            110 => Class::Timeout,
+            110 => Class::ConnectTimeout,
             _ => Class::OtherConnect,
         };
         (class, Some(errno), Some(c[1].to_string()))
@@ -325,6 +329,7 @@ mod tests {
             ("2026/11/24 20:10:44 [crit] 9#9: *5 connect() to unix:/s.sock failed (13: Permission denied) while connecting to upstream, client: 1.2.3.4", Class::PermissionDenied, Some("unix:/s.sock")),
             ("2026/11/24 20:10:44 [error] 9#9: *5 connect() to unix:/s.sock failed (11: Resource temporarily unavailable) while connecting to upstream, client: 1.2.3.4", Class::BacklogFull, Some("unix:/s.sock")),
             ("2026/11/24 20:10:44 [error] 9#9: *5 upstream timed out (110: Connection timed out) while reading response header from upstream, client: 1.2.3.4, server: a.test, request: \"GET /slow.php HTTP/1.1\", upstream: \"fastcgi://unix:/s.sock:\", host: \"a.test\"", Class::Timeout, Some("unix:/s.sock")),
+            ("2026/11/24 20:10:44 [error] 9#9: *5 connect() to 10.0.0.5:9000 failed (110: Connection timed out) while connecting to upstream, client: 1.2.3.4", Class::ConnectTimeout, Some("10.0.0.5:9000")),
             ("2026/11/24 20:10:44 [error] 9#9: *5 recv() failed (104: Connection reset by peer) while reading response header from upstream, client: 1.2.3.4, upstream: \"fastcgi://unix:/s.sock:\"", Class::Reset, Some("unix:/s.sock")),
             ("2026/11/24 20:10:44 [error] 9#9: *5 upstream prematurely closed connection while reading response header from upstream, client: 1.2.3.4, upstream: \"fastcgi://127.0.0.1:9000\"", Class::Reset, Some("127.0.0.1:9000")),
             ("2026/11/24 20:10:44 [error] 9#9: *5 FastCGI sent in stderr: \"Primary script unknown\" while reading response header from upstream, client: 1.2.3.4, upstream: \"fastcgi://unix:/s.sock:\"", Class::ScriptUnknown, Some("unix:/s.sock")),

@@ -352,7 +352,26 @@ fn build_vhost(
         } else {
             Layer::Global
         };
-        handlers.push(nginx::attribute(h, &candidates, tokens, file_layer));
+        let mut handler = nginx::attribute(h, &candidates, tokens, file_layer);
+        // The timeout may live elsewhere than the handler (a server-level
+        // line from .cust_nginx above a generated PHP location).
+        handler.read_timeout = h.read_timeout.as_ref().map(|t| {
+            let users_prefix = format!("{}/", users_dir.trim_end_matches('/'));
+            let mut c: Vec<&LayerFile> = Vec::new();
+            if t.at.file.starts_with(&format!("{etc_nginx}/")) {
+                c.extend(shared.overlay_for(etc_nginx, &t.at.file));
+            } else {
+                c.extend(cust.iter().copied());
+                c.extend(shared.templates.iter());
+            }
+            let layer = if t.at.file.starts_with(&users_prefix) {
+                Layer::Generated
+            } else {
+                Layer::Global
+            };
+            nginx::attribute_timeout(t, &c, layer)
+        });
+        handlers.push(handler);
     }
     Vhost {
         server_names: rv.server_names.clone(),
@@ -424,6 +443,10 @@ fn assemble_user(
                     nginx_only: d.nginx_only,
                     aliases: d.aliases.clone(),
                     vhosts: vec![],
+                    cust_nginx: d
+                        .cust_nginx
+                        .as_ref()
+                        .map(|c| crate::model::CustTail::of(&c.path, &c.src)),
                 },
                 di,
                 names,
@@ -447,7 +470,13 @@ fn assemble_user(
     }
     let mut used: std::collections::HashSet<(String, usize)> = std::collections::HashSet::new();
     if nginx_side {
-        let (raw, unk) = nginx::read_user(fs, &du.dir, &du.name, &global.upstreams);
+        let (raw, unk) = nginx::read_user(
+            fs,
+            &du.dir,
+            &du.name,
+            &global.upstreams,
+            global.http_read_timeout.as_ref(),
+        );
         unknowns.extend(unk);
         for rv in raw {
             let e = find_entry(&entries, &rv.server_names);
@@ -561,6 +590,7 @@ fn pending_handler(
         location,
         shadowed: false,
         webapps,
+        read_timeout: None,
     }
 }
 
@@ -622,6 +652,7 @@ fn apache_user(
                 location: None,
                 shadowed: false,
                 webapps: h.socket.ends_with("/webapps.sock"),
+                read_timeout: None,
             };
             if let Some(ei) = ei {
                 let di = entries[ei].1;
@@ -672,6 +703,7 @@ fn apache_user(
                 location: None,
                 shadowed: false,
                 webapps: false,
+                read_timeout: None,
             })
             .collect();
         if !pending.is_empty() {

@@ -6,7 +6,9 @@
 //! overlay) whose text DirectAdmin inlined there.
 
 use super::{da::CustFile, join, Fs};
-use crate::model::{Handler, HandlerKind, Layer, Location, PhpSlot, Target, Unknown};
+use crate::model::{
+    parse_nginx_time, Handler, HandlerKind, Layer, Level, Location, PhpSlot, ReadTimeout, Target, Unknown,
+};
 use crate::nginx::{Expanded, Loader, ParsedFile, ProblemKind, Source};
 use crate::probe::Endpoint;
 use std::collections::HashMap;
@@ -52,6 +54,16 @@ pub struct RawHandler {
     pub at: Location,
     pub location: Option<String>,
     pub shadowed: bool,
+    /// The `fastcgi_read_timeout` in force here, as nginx reads it.
+    pub read_timeout: Option<RawTimeout>,
+}
+
+/// A `fastcgi_read_timeout` directive in force, before attribution.
+#[derive(Debug, Clone)]
+pub struct RawTimeout {
+    pub millis: u64,
+    pub level: Level,
+    pub at: Location,
 }
 
 /// What `/etc/nginx` tells us.
@@ -61,6 +73,8 @@ pub struct GlobalNginx {
     pub upstreams: HashMap<String, Vec<String>>,
     /// Server blocks outside users' files (hostname, webapps).
     pub vhosts: Vec<RawVhost>,
+    /// `fastcgi_read_timeout` at http level: users' server blocks inherit it.
+    pub http_read_timeout: Option<RawTimeout>,
     pub unknowns: Vec<Unknown>,
 }
 
@@ -129,8 +143,69 @@ pub fn read_global(fs: &Fs) -> GlobalNginx {
         }
     }
     g.upstreams = upstreams(&exp);
-    g.vhosts = vhosts(&exp, &g.upstreams);
+    let timeouts = timeout_children(&exp);
+    g.http_read_timeout = exp
+        .items
+        .iter()
+        .enumerate()
+        .filter(|(_, it)| it.name == "http" && it.has_block)
+        .find_map(|(i, _)| raw_timeout(&exp, &timeouts, i, Level::Http));
+    g.vhosts = vhosts(&exp, &g.upstreams, None);
     g
+}
+
+/// For each block, its `fastcgi_read_timeout` child (nginx refuses a
+/// duplicate in one block, so the first is the one).
+fn timeout_children(exp: &Expanded) -> HashMap<usize, usize> {
+    let mut out = HashMap::new();
+    for (j, it) in exp.items.iter().enumerate() {
+        if it.name == "fastcgi_read_timeout" {
+            if let Some(p) = it.parent {
+                out.entry(p).or_insert(j);
+            }
+        }
+    }
+    out
+}
+
+fn raw_timeout(
+    exp: &Expanded,
+    children: &HashMap<usize, usize>,
+    block: usize,
+    level: Level,
+) -> Option<RawTimeout> {
+    let j = *children.get(&block)?;
+    let millis = parse_nginx_time(exp.items[j].args.first()?)?;
+    Some(RawTimeout {
+        millis,
+        level,
+        at: location_of(exp, j),
+    })
+}
+
+/// The timeout in force at item `i`: the nearest enclosing location,
+/// server or http block that sets one, else what http sets outside this
+/// expansion (`http_fallback`).
+fn timeout_in_force(
+    exp: &Expanded,
+    children: &HashMap<usize, usize>,
+    i: usize,
+    http_fallback: Option<&RawTimeout>,
+) -> Option<RawTimeout> {
+    let mut p = exp.items[i].parent;
+    while let Some(a) = p {
+        let level = match exp.items[a].name.as_str() {
+            "location" => Some(Level::Location),
+            "server" => Some(Level::Server),
+            "http" => Some(Level::Http),
+            _ => None,
+        };
+        if let Some(t) = level.and_then(|l| raw_timeout(exp, children, a, l)) {
+            return Some(t);
+        }
+        p = exp.items[a].parent;
+    }
+    http_fallback.cloned()
 }
 
 /// Reads one user's generated `nginx.conf` (with its includes).
@@ -139,6 +214,7 @@ pub fn read_user(
     user_dir: &str,
     user: &str,
     global_upstreams: &HashMap<String, Vec<String>>,
+    http_timeout: Option<&RawTimeout>,
 ) -> (Vec<RawVhost>, Vec<Unknown>) {
     let path = join(user_dir, "nginx.conf");
     let mut unknowns = Vec::new();
@@ -171,7 +247,7 @@ pub fn read_user(
     problems_to_unknowns(&exp, Some(user), &mut unknowns);
     let mut ups = global_upstreams.clone();
     ups.extend(upstreams(&exp));
-    (vhosts(&exp, &ups), unknowns)
+    (vhosts(&exp, &ups, http_timeout), unknowns)
 }
 
 fn upstreams(exp: &Expanded) -> HashMap<String, Vec<String>> {
@@ -284,8 +360,13 @@ fn targets(exp: &Expanded, i: usize, raw: &str, ups: &HashMap<String, Vec<String
 }
 
 /// Server blocks and their PHP handlers, in file order.
-fn vhosts(exp: &Expanded, ups: &HashMap<String, Vec<String>>) -> Vec<RawVhost> {
+fn vhosts(
+    exp: &Expanded,
+    ups: &HashMap<String, Vec<String>>,
+    http_timeout: Option<&RawTimeout>,
+) -> Vec<RawVhost> {
     let n = exp.items.len();
+    let timeouts = timeout_children(exp);
     let mut server_of: Vec<Option<usize>> = vec![None; n];
     let mut vhost_of_server: HashMap<usize, usize> = HashMap::new();
     let mut out: Vec<RawVhost> = Vec::new();
@@ -331,6 +412,7 @@ fn vhosts(exp: &Expanded, ups: &HashMap<String, Vec<String>>) -> Vec<RawVhost> {
                 let Some(raw) = it.args.first() else { continue };
                 let (location, top_loc) = enclosing_locations(exp, i, s);
                 let shadowed = top_loc.is_some_and(|l| is_shadowed(exp, l, s));
+                let read_timeout = timeout_in_force(exp, &timeouts, i, http_timeout);
                 for (raw_target, target) in targets(exp, i, raw, ups) {
                     out[v].handlers.push(RawHandler {
                         raw_target,
@@ -338,6 +420,7 @@ fn vhosts(exp: &Expanded, ups: &HashMap<String, Vec<String>>) -> Vec<RawVhost> {
                         at: location_of(exp, i),
                         location: location.clone(),
                         shadowed,
+                        read_timeout: read_timeout.clone(),
                     });
                 }
             }
@@ -421,13 +504,25 @@ pub struct LayerFile {
     pub parsed: Arc<ParsedFile>,
     /// (raw argument, directive location, enclosing location args)
     pub handlers: Vec<(String, Location, Option<String>)>,
+    /// `fastcgi_read_timeout` directives (to trace a generated copy back here).
+    pub timeouts: Vec<Location>,
 }
 
 impl LayerFile {
     pub fn parse(layer: Layer, path: &str, src: Vec<u8>) -> LayerFile {
         let parsed = Arc::new(ParsedFile::parse(path, src));
         let mut handlers = Vec::new();
+        let mut timeouts = Vec::new();
         parsed.walk(&mut |parents, d| {
+            if d.name.value == "fastcgi_read_timeout" {
+                timeouts.push(Location {
+                    file: path.to_string(),
+                    line: d.line,
+                    text: parsed.text_lossy(d.span),
+                    start: d.span.start,
+                    end: d.span.end,
+                });
+            }
             if d.name.value == "fastcgi_pass" {
                 if let Some(arg) = d.args.first() {
                     let loc = parents
@@ -459,6 +554,7 @@ impl LayerFile {
             layer,
             parsed,
             handlers,
+            timeouts,
         }
     }
 
@@ -523,6 +619,7 @@ pub fn attribute(h: &RawHandler, candidates: &[&LayerFile], tokens: &Tokens, fil
                 location: h.location.clone(),
                 shadowed: h.shadowed,
                 webapps,
+                read_timeout: None,
             };
         }
     }
@@ -536,6 +633,34 @@ pub fn attribute(h: &RawHandler, candidates: &[&LayerFile], tokens: &Tokens, fil
         location: h.location.clone(),
         shadowed: h.shadowed,
         webapps,
+        read_timeout: None,
+    }
+}
+
+/// Traces the timeout nginx reads back to the surviving layer that wrote it
+/// (same directive text; for an overlay, the same place).
+pub fn attribute_timeout(t: &RawTimeout, candidates: &[&LayerFile], file_layer: Layer) -> ReadTimeout {
+    for lf in candidates {
+        let found = lf.timeouts.iter().find(|l| match lf.layer {
+            Layer::Overlay => l.start == t.at.start && l.text == t.at.text,
+            _ => l.text == t.at.text,
+        });
+        if let Some(l) = found {
+            return ReadTimeout {
+                millis: t.millis,
+                level: t.level,
+                at: l.clone(),
+                layer: lf.layer,
+                generated_copy: Some(t.at.clone()),
+            };
+        }
+    }
+    ReadTimeout {
+        millis: t.millis,
+        level: t.level,
+        at: t.at.clone(),
+        layer: file_layer,
+        generated_copy: None,
     }
 }
 
@@ -699,5 +824,69 @@ mod tests {
         );
         assert_eq!(l.as_deref(), Some("~ \\.php$"));
         assert!(lf.find("unix:/usr/local/php82/sockets/alice.sock", &t).is_none());
+    }
+
+    fn timeouts_of(conf: &str, http: Option<&RawTimeout>) -> Vec<Option<(u64, Level, u32)>> {
+        let src = crate::nginx::MemSource::default().with("/u/nginx.conf", conf);
+        let mut loader = Loader::new(&src, "/etc/nginx");
+        let exp = loader.expand("/u/nginx.conf");
+        vhosts(&exp, &HashMap::new(), http)
+            .iter()
+            .flat_map(|v| v.handlers.iter())
+            .map(|h| h.read_timeout.as_ref().map(|t| (t.millis, t.level, t.at.line)))
+            .collect()
+    }
+
+    #[test]
+    fn read_timeout_location_shadows_server_shadows_http() {
+        let conf = "server {\n  fastcgi_read_timeout 2s;\n  server_name a.test;\n  location ~ \\.php$ {\n    fastcgi_pass unix:/a.sock;\n  }\n  location /x/ {\n    fastcgi_read_timeout 1m30s;\n    location ~ \\.php$ { fastcgi_pass unix:/a.sock; }\n  }\n}\nserver {\n  server_name b.test;\n  location ~ \\.php$ { fastcgi_pass unix:/b.sock; }\n}\n";
+        let http = RawTimeout {
+            millis: 120_000,
+            level: Level::Http,
+            at: Location {
+                file: "/etc/nginx/nginx.conf".into(),
+                line: 9,
+                text: "fastcgi_read_timeout 120;".into(),
+                start: 0,
+                end: 0,
+            },
+        };
+        assert_eq!(
+            timeouts_of(conf, Some(&http)),
+            vec![
+                Some((2_000, Level::Server, 2)),
+                Some((90_000, Level::Location, 8)),
+                Some((120_000, Level::Http, 9)),
+            ]
+        );
+        assert_eq!(timeouts_of(conf, None)[2], None, "nginx's default");
+    }
+
+    #[test]
+    fn timeout_is_traced_to_the_cust_nginx_line() {
+        let lf = LayerFile::parse(
+            Layer::Custom,
+            "/d/a.test.cust_nginx",
+            b"client_max_body_size 8m;\nfastcgi_read_timeout 2s;\n".to_vec(),
+        );
+        let raw = RawTimeout {
+            millis: 2000,
+            level: Level::Server,
+            at: Location {
+                file: "/u/nginx.conf".into(),
+                line: 4,
+                text: "fastcgi_read_timeout 2s;".into(),
+                start: 50,
+                end: 74,
+            },
+        };
+        let t = attribute_timeout(&raw, &[&lf], Layer::Generated);
+        assert_eq!(
+            (t.layer, t.at.file.as_str(), t.at.line),
+            (Layer::Custom, "/d/a.test.cust_nginx", 2)
+        );
+        assert_eq!(t.generated_copy.as_ref().map(|l| l.line), Some(4));
+        let t = attribute_timeout(&raw, &[], Layer::Generated);
+        assert_eq!((t.layer, t.generated_copy.is_none()), (Layer::Generated, true));
     }
 }

@@ -52,7 +52,7 @@ pub fn propose(cfg: &Config, scope: &Scope) -> Result<Proposal, String> {
     let mut seen: Vec<Plan> = Vec::new();
     let mut all_users: Option<Vec<String>> = None;
     for f in analysis.findings {
-        if let Some(mut p) = plan::plan_for(&server, &cfg.paths, &f) {
+        if let Some(mut p) = plan::plan_for_check(&server, cfg, &f) {
             if f.layer == Some("template") && !p.edits.is_empty() {
                 // A custom template is rendered for every user, not only the
                 // ones in this (possibly --domain) scope: DA must rewrite all

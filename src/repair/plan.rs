@@ -616,3 +616,294 @@ mod plan_tests {
         assert!(plan_for(&server(), &Paths::default(), &f).is_none());
     }
 }
+
+/// A plan for any check's finding: the checks with repairs of their own
+/// (`fastcgi-timeout`, `xdebug-enabled`), else [`plan_for`].
+pub fn plan_for_check(server: &Server, cfg: &crate::config::Config, f: &Finding) -> Option<Plan> {
+    use crate::checks::{fastcgi_timeout, xdebug};
+    if f.check == fastcgi_timeout::ID {
+        return timeout_plan(server, &cfg.paths, cfg.system.fastcgi_timeout_secs, f);
+    }
+    if f.check == xdebug::ID {
+        return xdebug_plan(server, &cfg.system.surviving_ini, f);
+    }
+    plan_for(server, &cfg.paths, f)
+}
+
+/// Raises `fastcgi_read_timeout` where it takes effect for the domain's PHP
+/// location, in the `.cust_nginx` (survives DA's rewrite), never adding a
+/// second directive to a block that has one (nginx refuses duplicates).
+pub fn timeout_plan(server: &Server, paths: &Paths, want_secs: u64, f: &Finding) -> Option<Plan> {
+    use crate::checks::fastcgi_timeout::{handler_for, secs};
+    use crate::model::{Layer, Level, DEFAULT_READ_TIMEOUT_MS};
+    if f.severity < Severity::Warning {
+        return None;
+    }
+    let domain = f.domain.clone()?;
+    let Some((user, h)) = handler_for(
+        server,
+        &domain,
+        f.socket
+            .as_deref()
+            .map(|s| {
+                // handler_for takes nginx's upstream form.
+                if s.starts_with('/') {
+                    format!("unix:{s}")
+                } else {
+                    s.to_string()
+                }
+            })
+            .as_deref(),
+    ) else {
+        return Some(manual(f, format!("The PHP location of {domain} was not found in the nginx configs: set `fastcgi_read_timeout` by hand where it serves PHP.")));
+    };
+    let cur = h
+        .read_timeout
+        .as_ref()
+        .map(|t| t.millis)
+        .unwrap_or(DEFAULT_READ_TIMEOUT_MS);
+    let new_secs = want_secs.max(cur.div_ceil(1000) * 2);
+    let directive = format!("fastcgi_read_timeout {new_secs}s;");
+    let mitigation = format!(
+        "Mitigation, not a cure: nginx will wait {new_secs} s instead of {} for PHP; the slow script still holds a worker that long. Find it in PHP-FPM's slowlog.",
+        secs(cur)
+    );
+    let plan = |edit: Edit| Plan {
+        finding: describe(f),
+        safety: Safety::Confirm,
+        edits: vec![edit],
+        rewrite_users: vec![user.to_string()],
+        target: Target::Nginx,
+        advice: Some(mitigation.clone()),
+        actions: vec![],
+    };
+    let t = h.read_timeout.as_ref();
+    // 1. The line in force is in a .cust_nginx: change its value in place.
+    if let Some(t) = t.filter(|t| t.layer == Layer::Custom) {
+        return Some(plan(Edit {
+            file: t.at.file.clone(),
+            start: t.at.start,
+            end: t.at.end,
+            old: t.at.text.as_bytes().to_vec(),
+            new: directive.into_bytes(),
+        }));
+    }
+    // 2. The PHP location sets its own in a layer we do not edit: a
+    // server-level line would be shadowed by it.
+    if let Some(t) = t.filter(|t| t.level == Level::Location) {
+        return Some(manual(f, format!(
+            "The PHP location sets its own `{}` at {}:{} ({} layer), which shadows any server-level value: a line in the .cust_nginx would change nothing. {}",
+            t.at.text, t.at.file, t.at.line, t.layer.as_str(),
+            if t.layer == Layer::Generated { "DA regenerates that file: change the template it comes from (data/templates/custom/nginx_php.conf), then rewrite the configs." } else { "Change it there, then run `nginx -t` and reload nginx." }
+        )));
+    }
+    // 3. The PHP location comes from the .cust_nginx: add the line inside it.
+    if h.layer == Layer::Custom {
+        let s = &h.source;
+        return Some(plan(Edit {
+            file: s.file.clone(),
+            start: s.start,
+            end: s.end,
+            old: s.text.as_bytes().to_vec(),
+            new: format!("{}\n\t{directive}", s.text).into_bytes(),
+        }));
+    }
+    // 4. A server-level line elsewhere: another one would be a duplicate.
+    if let Some(t) = t.filter(|t| t.level == Level::Server) {
+        return Some(manual(f, format!(
+            "The server block already sets `{}` at {}:{} ({} layer); a second one in the .cust_nginx would make `nginx -t` fail (duplicate directive). Change that line (its template, if DA generates it).",
+            t.at.text, t.at.file, t.at.line, t.layer.as_str()
+        )));
+    }
+    // 5. Server level in the .cust_nginx, which DA inlines at the top of the
+    // server block (an http-level value is shadowed by it, as intended).
+    let tail = server
+        .users
+        .iter()
+        .flat_map(|u| u.domains.iter())
+        .find(|d| d.name == domain)
+        .and_then(|d| d.cust_nginx.clone());
+    let Some(tail) = tail else {
+        let parent = server
+            .users
+            .iter()
+            .flat_map(|u| u.domains.iter())
+            .find(|d| d.name == domain)
+            .and_then(|d| d.parent.clone())
+            .unwrap_or(domain.clone());
+        return Some(manual(f, format!(
+            "{parent} has no .cust_nginx yet: create {}/{user}/domains/{parent}.cust_nginx (Admin > Custom HTTPD Configurations) with the line `{directive}`, then rewrite the user's configs. {mitigation}",
+            paths.users_dir.trim_end_matches('/')
+        )));
+    };
+    let nl = if tail.last_line.ends_with('\n') || tail.last_line.is_empty() {
+        ""
+    } else {
+        "\n"
+    };
+    Some(plan(Edit {
+        file: tail.path.clone(),
+        start: tail.last_line_start,
+        end: tail.last_line_start + tail.last_line.len(),
+        old: tail.last_line.as_bytes().to_vec(),
+        new: format!("{}{nl}{directive}\n", tail.last_line).into_bytes(),
+    }))
+}
+
+/// Comments out an active Xdebug line, only in an ini file a CustomBuild
+/// rebuild leaves alone (`surviving` globs, `{prefix}` per slot).
+pub fn xdebug_plan(server: &Server, surviving: &[String], f: &Finding) -> Option<Plan> {
+    if f.severity < Severity::Warning {
+        return None;
+    }
+    let file = f.file.clone()?;
+    let restart = server
+        .php
+        .iter()
+        .filter(|s| s.is_fpm() && file.starts_with(&format!("{}/", s.prefix)))
+        .map(|s| format!("php-fpm{}", s.release.replace('.', "")))
+        .next()
+        .unwrap_or_else(|| "PHP-FPM".into());
+    let (Some((start, end)), Some(text)) = (f.span, f.text.clone()) else {
+        return Some(manual(f, format!("{} Find the ini file that loads it (`php-fpmXY -i | grep ini`) and comment the line out, then restart {restart}.", f.message)));
+    };
+    let keeps = server.php.iter().filter(|s| s.is_fpm()).any(|s| {
+        surviving.iter().any(|g| {
+            glob::Pattern::new(&Paths::php_path(g, &s.prefix, &s.release)).is_ok_and(|p| p.matches(&file))
+        })
+    });
+    if !keeps {
+        return Some(manual(f, format!(
+            "{file}:{} may be regenerated by CustomBuild (not in the configured surviving ini files). Comment out `{text}` there now, restart {restart}, and remove Xdebug the way it was installed so a rebuild does not bring it back; or put your own ini overrides in a surviving file (system.surviving_ini).",
+            f.line.unwrap_or(0)
+        )));
+    }
+    Some(Plan {
+        finding: describe(f),
+        safety: Safety::Confirm,
+        edits: vec![Edit {
+            file,
+            start,
+            end,
+            old: text.as_bytes().to_vec(),
+            new: format!(";{text}").into_bytes(),
+        }],
+        rewrite_users: vec![],
+        target: Target::Nginx,
+        advice: Some(format!(
+            "Then restart {restart} (`service {restart} restart`): PHP reads ini files at start."
+        )),
+        actions: vec![],
+    })
+}
+
+#[cfg(test)]
+mod system_plan_tests {
+    use super::*;
+    use crate::checks::fastcgi_timeout::fixture;
+    use crate::checks::{analyse_only, fastcgi_timeout, xdebug};
+    use crate::model::{Layer, Level};
+
+    const READ_110: &str = "2026/11/24 20:10:44 [error] 9#9: *7 upstream timed out (110: Connection timed out) while reading response header from upstream, client: 1.2.3.4, server: a.test, request: \"GET /slow.php HTTP/1.1\", upstream: \"fastcgi://unix:/usr/local/php83/sockets/alice.sock:\", host: \"a.test\"";
+
+    fn plan_of(s: &Server) -> Plan {
+        let a = analyse_only(s, Some(&[fastcgi_timeout::ID.to_string()]));
+        let f = a
+            .findings
+            .iter()
+            .find(|f| f.check == fastcgi_timeout::ID)
+            .unwrap();
+        plan_for_check(s, &crate::config::Config::default(), f).unwrap()
+    }
+
+    #[test]
+    fn cust_line_in_force_is_edited_in_place() {
+        let p = plan_of(&fixture(READ_110, Some((2, Level::Server, Layer::Custom))));
+        assert_eq!(p.safety, Safety::Confirm);
+        assert_eq!(p.edits[0].old, b"fastcgi_read_timeout 2s;");
+        assert_eq!(p.edits[0].new, b"fastcgi_read_timeout 300s;");
+        assert!(p.advice.unwrap().starts_with("Mitigation"));
+    }
+
+    #[test]
+    fn default_timeout_appends_at_server_level_in_cust_nginx() {
+        let p = plan_of(&fixture(READ_110, None));
+        let e = &p.edits[0];
+        assert!(e.file.ends_with("a.test.cust_nginx"));
+        assert_eq!(e.old, b"client_max_body_size 64m;\n");
+        assert_eq!(
+            e.new,
+            b"client_max_body_size 64m;\nfastcgi_read_timeout 300s;\n".to_vec()
+        );
+        assert_eq!(p.rewrite_users, vec!["alice"]);
+    }
+
+    #[test]
+    fn location_setting_elsewhere_or_no_cust_file_is_manual() {
+        let p = plan_of(&fixture(READ_110, Some((30, Level::Location, Layer::Generated))));
+        assert_eq!(p.safety, Safety::Manual);
+        assert!(p.advice.unwrap().contains("shadows"));
+        let p = plan_of(&fixture(READ_110, Some((30, Level::Server, Layer::Template))));
+        assert_eq!(
+            p.safety,
+            Safety::Manual,
+            "a second server-level line would be a duplicate"
+        );
+        let mut s = fixture(READ_110, None);
+        s.users[0].domains[0].cust_nginx = None;
+        let p = plan_of(&s);
+        assert_eq!(p.safety, Safety::Manual);
+        assert!(p.advice.unwrap().contains("a.test.cust_nginx"));
+    }
+
+    #[test]
+    fn php_location_from_cust_nginx_gets_the_line_inside() {
+        let mut s = fixture(READ_110, None);
+        let h = &mut s.users[0].domains[0].vhosts[0].handlers[0];
+        h.layer = Layer::Custom;
+        h.source.file = "/usr/local/directadmin/data/users/alice/domains/a.test.cust_nginx".into();
+        h.generated_copies = vec![h.source.clone()];
+        let p = plan_of(&s);
+        let e = &p.edits[0];
+        assert_eq!(e.old, h_text(&s).as_bytes());
+        assert!(String::from_utf8_lossy(&e.new).ends_with(";\n\tfastcgi_read_timeout 300s;"));
+        // Twice a long current timeout, not less than it.
+        let p = plan_of(&fixture(READ_110, Some((400, Level::Location, Layer::Custom))));
+        assert_eq!(p.edits[0].new, b"fastcgi_read_timeout 800s;");
+    }
+
+    fn h_text(s: &Server) -> String {
+        s.users[0].domains[0].vhosts[0].handlers[0].source.text.clone()
+    }
+
+    #[test]
+    fn xdebug_only_in_surviving_files() {
+        let mut s = xdebug::fixture(
+            &[
+                (xdebug::CUSTOM_INI, "zend_extension=xdebug.so\n"),
+                (xdebug::PHP_INI, "zend_extension=xdebug.so\n"),
+            ],
+            None,
+        );
+        s.php = vec![PhpSlot {
+            slot: 1,
+            release: "8.3".into(),
+            mode: "php-fpm".into(),
+            prefix: "/usr/local/php83".into(),
+        }];
+        let a = analyse_only(&s, Some(&[xdebug::ID.to_string()]));
+        let cfg = crate::config::Config::default();
+        let plans: Vec<Plan> = a
+            .findings
+            .iter()
+            .filter_map(|f| plan_for_check(&s, &cfg, f))
+            .collect();
+        assert_eq!(plans.len(), 2);
+        let custom = &plans[0];
+        assert_eq!(custom.safety, Safety::Confirm);
+        assert_eq!(custom.edits[0].file, xdebug::CUSTOM_INI);
+        assert_eq!(custom.edits[0].new, b";zend_extension=xdebug.so");
+        assert!(custom.advice.as_deref().unwrap().contains("php-fpm83"));
+        assert_eq!(plans[1].safety, Safety::Manual, "php.ini may be regenerated");
+    }
+}

@@ -40,6 +40,7 @@ fn handler(sock: &str, layer: Layer, file: &str) -> Handler {
         location: Some("~ \\.php$".into()),
         shadowed: false,
         webapps: sock.ends_with("/webapps.sock"),
+        read_timeout: None,
     }
 }
 
@@ -63,6 +64,7 @@ fn domain(name: &str, select: Option<u8>, handlers: Vec<Handler>) -> Domain {
         nginx_only: false,
         aliases: vec![],
         vhosts: vec![vhost(handlers)],
+        cust_nginx: None,
     }
 }
 
