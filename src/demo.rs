@@ -239,6 +239,30 @@ client: 203.0.113.{i}, server: {domain}, request: \"GET /index.php HTTP/1.1\", u
         std::fs::write(dir.join(format!("{domain}.log")), acc)?;
     }
     std::fs::write(root.join("var/log/nginx/error.log"), "")?;
+    // The FPM and kernel logs exist and are quiet: those checks say "ok", not "unknown".
+    let f = format_time(now - 900);
+    let (date, time) = f.split_at(10);
+    let mon: usize = date[5..7].parse().unwrap_or(1);
+    let fpm_time = format!(
+        "{}-{}-{} {}",
+        &date[8..10],
+        MON[mon - 1],
+        &date[0..4],
+        time.trim()
+    );
+    std::fs::write(
+        root.join("var/log/php-fpm83.log"),
+        format!("[{fpm_time}] NOTICE: fpm is running, pid 4242\n[{fpm_time}] NOTICE: ready to handle connections\n"),
+    )?;
+    std::fs::write(
+        root.join("var/log/kern.log"),
+        format!(
+            "{} {} {} server kernel: [    0.000000] Linux version 6.1.0-27-amd64\n",
+            MON[mon - 1],
+            &date[8..10],
+            time.trim()
+        ),
+    )?;
     Ok(())
 }
 
