@@ -97,6 +97,14 @@ pub struct JournalEntry {
     pub steps: Vec<StepReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// False when the repair ran actions (a MySQL kill, an unban): undo
+    /// restores its files only, and refuses when it has none.
+    #[serde(default = "yes")]
+    pub undoable: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 pub fn journal_dir(cfg: &Config) -> PathBuf {

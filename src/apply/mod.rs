@@ -70,9 +70,111 @@ pub struct Plan {
     pub edits: Vec<Edit>,
     /// DA users whose configs DA must regenerate after the edit.
     pub rewrite_users: Vec<String>,
+    /// Operations run after the edits, reload included; they cannot be undone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Action>,
     pub target: Target,
     /// For Manual plans: the exact steps.
     pub advice: Option<String>,
+}
+
+/// An operation that is not a file edit. It runs after the edits (and the
+/// reload), is journalled, and cannot be undone (`undoable: false`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// `KILL <thread>` if the thread still belongs to `db_user`.
+    MysqlKill { thread: u64, db_user: String },
+    /// Lift a ban: `tool` is `csf` (`csf -dr`), `csf_temp` (`csf -tr`) or
+    /// `fail2ban` (`fail2ban-client set <jail> unbanip`); commands from `[firewall]`.
+    Unban {
+        tool: String,
+        ip: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jail: Option<String>,
+    },
+}
+
+impl Action {
+    /// Refuses values that could name something else than meant.
+    fn check(&self) -> Result<(), String> {
+        match self {
+            Action::MysqlKill { db_user, .. }
+                if db_user.is_empty() || db_user.contains(['\'', '\\', '\n']) =>
+            {
+                Err(format!("mysql kill: odd database user {db_user:?}"))
+            }
+            Action::Unban { tool, ip, jail } => {
+                if crate::evidence::firewall::parse_net(ip).is_none() {
+                    return Err(format!("unban: {ip:?} is not an address"));
+                }
+                if let Some(j) = jail {
+                    if j.is_empty()
+                        || !j
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                    {
+                        return Err(format!("unban: odd jail name {j:?}"));
+                    }
+                }
+                match tool.as_str() {
+                    "csf" | "csf_temp" => Ok(()),
+                    "fail2ban" if jail.is_some() => Ok(()),
+                    _ => Err(format!("unban: unknown tool {tool:?}")),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs it, reporting a step.
+    fn run(&self, cfg: &Config) -> StepReport {
+        match self {
+            Action::MysqlKill { thread, db_user } => {
+                match crate::evidence::mysql::kill(cfg, *thread, db_user) {
+                    Ok(note) => StepReport::note("mysql-kill", true, note),
+                    Err(e) => StepReport::note("mysql-kill", false, e),
+                }
+            }
+            Action::Unban { tool, ip, jail } => {
+                let f = &cfg.firewall;
+                let (set, default) = match tool.as_str() {
+                    "csf" => (&f.csf_unban, "csf -dr {ip}"),
+                    "csf_temp" => (&f.csf_temp_unban, "csf -tr {ip}"),
+                    _ => (&f.fail2ban_unban, "fail2ban-client set {jail} unbanip {ip}"),
+                };
+                let Some(line) = crate::config::resolve_cmd(cfg.is_live_root(), set, default) else {
+                    return StepReport::skipped(
+                        "unban",
+                        format!("{tool} unban of {ip}: command off (root is not / and none configured)"),
+                    );
+                };
+                let jail = jail.clone().unwrap_or_default();
+                match crate::evidence::cmd::argv(&line, &[("ip", ip), ("jail", &jail)]) {
+                    Ok(argv) => commands::run(
+                        "unban",
+                        &argv,
+                        Duration::from_secs(cfg.firewall.timeout_secs.max(1)),
+                    ),
+                    Err(e) => StepReport::note("unban", false, e),
+                }
+            }
+        }
+    }
+}
+
+/// Runs every action of `plans`; the first failure stops them.
+fn run_actions(cfg: &Config, plans: &[Plan], steps: &mut Vec<StepReport>) -> Result<(), String> {
+    for a in plans.iter().flat_map(|p| p.actions.iter()) {
+        let s = a.run(cfg);
+        let ok = s.ok;
+        let msg = s.summary();
+        steps.push(s);
+        if !ok {
+            return Err(msg);
+        }
+    }
+    Ok(())
 }
 
 /// The verify callback: re-scan the touched domains, connect to their
@@ -295,6 +397,11 @@ fn prepare(cfg: &Config, plans: &[Plan]) -> Result<Vec<Change>, Vec<String>> {
                 errs.push(format!("{}: invalid user name {u:?}", p.finding));
             }
         }
+        for a in &p.actions {
+            if let Err(e) = a.check() {
+                errs.push(format!("{}: {e}", p.finding));
+            }
+        }
     }
     let mut out = Vec::new();
     for (file, edits) in by_file(plans) {
@@ -318,7 +425,7 @@ fn prepare(cfg: &Config, plans: &[Plan]) -> Result<Vec<Change>, Vec<String>> {
             Err(e) => errs.push(e),
         }
     }
-    if out.is_empty() && errs.is_empty() {
+    if out.is_empty() && errs.is_empty() && plans.iter().all(|p| p.actions.is_empty()) {
         errs.push("nothing to apply: no edits".into());
     }
     if errs.is_empty() {
@@ -390,6 +497,7 @@ pub fn apply(cfg: &Config, plans: &[Plan], opts: &ApplyOptions) -> ApplyReport {
         targets,
         steps: Vec::new(),
         error: None,
+        undoable: plans.iter().all(|p| p.actions.is_empty()),
     };
     for f in by_file(plans).keys() {
         rep.set_file(f, FileState::Planned, None);
@@ -448,6 +556,30 @@ fn run_txn(
         .collect();
     for c in &changes {
         rep.set_file(&c.file, FileState::Planned, None);
+    }
+    if changes.is_empty() && entry.plans.iter().any(|p| !p.actions.is_empty()) {
+        // Only actions (a MySQL kill): journal the intent, run them, record.
+        entry.state = JState::Intent;
+        if let Err(e) = journal::save(cfg, &entry) {
+            return rep.fail(Outcome::Failed, format!("journal: {e}"));
+        }
+        let r = run_actions(cfg, &entry.plans, &mut rep.steps);
+        entry.steps = rep.steps.clone();
+        entry.state = if r.is_ok() {
+            JState::Applied
+        } else {
+            JState::Failed
+        };
+        entry.error = r.clone().err();
+        let saved = journal::save(cfg, &entry);
+        journal::prune(cfg, cfg.apply.keep_repairs.max(1));
+        return match (r, saved) {
+            (Ok(()), Ok(())) => {
+                rep.outcome = Outcome::Ok;
+                rep
+            }
+            (Err(e), _) | (Ok(()), Err(e)) => rep.fail(Outcome::Failed, e),
+        };
     }
     if changes.is_empty() {
         // Nothing to write: no rewrite, no reload. Recorded as a no-op.
@@ -537,6 +669,11 @@ fn run_txn(
         return rollback_report(cfg, entry, Some(opts), rep, e);
     }
     fault(Some(opts), "after_reload");
+
+    // 8b. Actions (unban, kill): after the edits are live; not undoable.
+    if let Err(e) = run_actions(cfg, &entry.plans, &mut rep.steps) {
+        return rollback_report(cfg, entry, Some(opts), rep, e);
+    }
 
     // 9. Verify.
     if let Some(v) = opts.verify {
@@ -797,6 +934,12 @@ pub fn undo(cfg: &Config, repair_id: &str, opts: &ApplyOptions) -> ApplyReport {
         Ok(t) => t,
         Err(e) => return rep.fail(Outcome::Refused, e),
     };
+    if !target.undoable && target.files.is_empty() {
+        return rep.fail(
+            Outcome::Refused,
+            format!("repair {repair_id} ran actions that cannot be undone (a killed query, a lifted ban) and changed no file"),
+        );
+    }
     if target.state != JState::Applied {
         return rep.fail(
             Outcome::Refused,
@@ -854,6 +997,7 @@ pub fn undo(cfg: &Config, repair_id: &str, opts: &ApplyOptions) -> ApplyReport {
         targets: target.targets.clone(),
         steps: Vec::new(),
         error: None,
+        undoable: true,
     };
     if !errs.is_empty() {
         let err = errs.join("; ");
@@ -955,6 +1099,7 @@ mod tests {
                 ..e(0, 1, b"a", b"b")
             }],
             rewrite_users: vec![],
+            actions: vec![],
             target: Target::Nginx,
             advice: None,
         };

@@ -2,8 +2,12 @@
 //! the readers, everything here does IO and judges nothing; checks read the
 //! result from `Server::evidence`.
 
+pub mod cmd;
+pub mod firewall;
 pub mod logread;
+pub mod mysql;
 pub mod nginx_log;
+pub mod upstream;
 
 use crate::config::Config;
 use crate::model::Server;
@@ -18,6 +22,12 @@ pub struct Evidence {
     pub now: i64,
     /// nginx error and access logs; `None` when nginx does not serve PHP here.
     pub nginx: Option<nginx_log::NginxLogs>,
+    /// MySQL processlist and lock waits (`mysql-stall`); `None` = not collected.
+    pub mysql: Option<mysql::MysqlEvidence>,
+    /// Bans of loopback / own IPs (`loopback-banned`).
+    pub firewall: Option<firewall::FirewallEvidence>,
+    /// Apache behind nginx (`apache-upstream`): one probe per proxy_pass target.
+    pub apache: Option<Vec<upstream::HttpProbe>>,
 }
 
 fn now() -> i64 {
@@ -53,5 +63,22 @@ pub fn collect(cfg: &Config, server: &Server) -> Evidence {
         };
         nginx_log::collect(&fs, &paths, &domains, limits)
     });
-    Evidence { since, now, nginx }
+    let mut targets: Vec<String> = server
+        .users
+        .iter()
+        .flat_map(|u| u.domains.iter().flat_map(|d| d.vhosts.iter()))
+        .flat_map(|v| v.proxy_targets.iter().filter_map(|p| upstream::target_of(p)))
+        .collect();
+    targets.sort();
+    targets.dedup();
+    let apache =
+        (server.webserver.as_deref() == Some("nginx_apache")).then(|| upstream::probe(cfg, &targets));
+    Evidence {
+        since,
+        now,
+        nginx,
+        mysql: Some(mysql::collect(cfg)),
+        firewall: Some(firewall::collect(cfg)),
+        apache,
+    }
 }

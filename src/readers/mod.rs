@@ -325,6 +325,7 @@ fn build_vhost(
         line: rv.line,
         handlers,
         proxies: rv.proxies,
+        proxy_targets: rv.proxy_targets.clone(),
     }
 }
 
@@ -478,6 +479,7 @@ fn assemble_user(
                             line: 1,
                             handlers: pending,
                             proxies: false,
+                            proxy_targets: vec![],
                         });
                     }
                 }
@@ -616,6 +618,7 @@ fn apache_user(
             line: av.line,
             handlers,
             proxies: false,
+            proxy_targets: vec![],
         };
         match ei {
             Some(ei) => entries[ei].0.vhosts.push(v),
@@ -650,6 +653,7 @@ fn apache_user(
                     line: 1,
                     handlers: pending,
                     proxies: false,
+                    proxy_targets: vec![],
                 });
             }
         }

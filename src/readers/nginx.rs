@@ -42,6 +42,7 @@ pub struct RawVhost {
     pub file: String,
     pub line: u32,
     pub proxies: bool,
+    pub proxy_targets: Vec<String>,
     pub handlers: Vec<RawHandler>,
 }
 
@@ -310,6 +311,7 @@ fn vhosts(exp: &Expanded, ups: &HashMap<String, Vec<String>>) -> Vec<RawVhost> {
                     file: exp.files[it.file].path.clone(),
                     line: it.line,
                     proxies: false,
+                    proxy_targets: vec![],
                     handlers: vec![],
                 });
             }
@@ -326,7 +328,14 @@ fn vhosts(exp: &Expanded, ups: &HashMap<String, Vec<String>>) -> Vec<RawVhost> {
                     .any(|a| a == "ssl" || a.ends_with(":443") || a == "443")
             }
             "ssl" if it.parent == Some(s) => out[v].https |= it.args.first().is_some_and(|a| a == "on"),
-            "proxy_pass" => out[v].proxies = true,
+            "proxy_pass" => {
+                out[v].proxies = true;
+                if let Some(t) = it.args.first() {
+                    if !out[v].proxy_targets.contains(t) {
+                        out[v].proxy_targets.push(t.clone());
+                    }
+                }
+            }
             "fastcgi_pass" => {
                 let Some(raw) = it.args.first() else { continue };
                 let (location, top_loc) = enclosing_locations(exp, i, s);

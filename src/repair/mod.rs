@@ -70,7 +70,10 @@ pub fn propose(cfg: &Config, scope: &Scope) -> Result<Proposal, String> {
             // inlined into the domain's subdomains too): plan it once.
             let dup = seen.iter().any(|o| {
                 if p.edits.is_empty() {
-                    o.edits.is_empty() && o.rewrite_users == p.rewrite_users && o.advice == p.advice
+                    o.edits.is_empty()
+                        && o.rewrite_users == p.rewrite_users
+                        && o.advice == p.advice
+                        && o.actions == p.actions
                 } else {
                     o.edits == p.edits
                 }
