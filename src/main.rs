@@ -300,6 +300,12 @@ fn cmd_repair(
             if let Some(a) = &p.plan.advice {
                 println!("    {}", report::sanitize(a));
             }
+            for a in &p.plan.actions {
+                println!(
+                    "    then (cannot be undone): {}",
+                    report::sanitize(&serde_json::to_string(a).unwrap_or_default())
+                );
+            }
             if !p.plan.rewrite_users.is_empty() {
                 println!(
                     "    then DirectAdmin rewrites the configs of: {}",

@@ -48,6 +48,8 @@ impl Proposal {
 pub fn propose(cfg: &Config, scope: &Scope) -> Result<Proposal, String> {
     let mut server = readers::read_server(cfg, scope)?;
     scan::probe(cfg, &mut server);
+    // MySQL, firewall and Apache plans need the evidence a scan collects.
+    server.evidence = crate::evidence::collect(cfg, &server);
     let analysis = checks::analyse(&server);
     let mut planned = Vec::new();
     let mut seen: Vec<Plan> = Vec::new();
