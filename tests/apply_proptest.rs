@@ -81,6 +81,7 @@ proptest! {
             safety: Safety::Safe,
             edits,
             rewrite_users: vec!["u".into()],
+            actions: vec![],
             target: Target::Nginx,
             advice: None,
         };

@@ -201,7 +201,7 @@ pub fn run(server: &Server, s: &MysqlState) -> CheckOutput {
         findings.push(f);
     }
     if let (Some(n), Some(max)) = (s.threads_connected, s.max_connections) {
-        let pct = if max == 0 { 100 } else { n * 100 / max };
+        let pct = (n * 100).checked_div(max).unwrap_or(100);
         if n >= max || pct >= s.connections_warn_pct {
             let mut f = Finding::new(
                 ID,

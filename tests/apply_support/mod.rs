@@ -104,6 +104,7 @@ pub fn plan_at(file: &str, start: usize, old: &str, new: &str) -> Plan {
             new: new.as_bytes().to_vec(),
         }],
         rewrite_users: vec!["alice".into()],
+        actions: vec![],
         target: Target::Nginx,
         advice: None,
     }
