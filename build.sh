@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 # --- test ------------------------------------------------------------------
 
 # The end-to-end tests run the real daemons: nginx, php-fpm 8.2 (Debian 12's
-# PHP), Apache 2.4, curl, openssl, and unshare/nsenter from util-linux.
+# PHP), Apache 2.4, MariaDB, curl, openssl, and unshare/nsenter from util-linux.
 install_test_deps() {
     local want=() nginx=0
     [ -x /usr/sbin/nginx ] || nginx=1
@@ -22,8 +22,10 @@ install_test_deps() {
     # DA's vhosts use SuexecUserGroup, which needs the suexec binary.
     [ -x /usr/sbin/apache2 ] || want+=(apache2)
     [ -e /usr/lib/apache2/suexec ] || want+=(apache2-suexec-pristine)
-    # TODO(later suites): mariadb-server (DA's database), chromium (UI checks):
-    # command -v mariadbd >/dev/null 2>&1 || want+=(mariadb-server)
+    # e2e_mysql: a real MariaDB (DA's database) and its client.
+    [ -x /usr/sbin/mariadbd ] || want+=(mariadb-server)
+    [ -x /usr/bin/mariadb ] || want+=(mariadb-client)
+    # TODO(later suites): chromium (UI checks):
     # command -v chromium >/dev/null 2>&1 || want+=(chromium)
     if [ "$nginx" -eq 0 ] && [ "${#want[@]}" -eq 0 ]; then
         return 0

@@ -314,6 +314,37 @@ impl Default for FpmSettings {
     }
 }
 
+/// MySQL / MariaDB (`mysql-stall`). Commands follow [`CommandSettings`]:
+/// `None` = the default, which is off when the root is not `/`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MysqlSettings {
+    /// DA's credentials (`user=`, `passwd=`, optional `host=`, `port=`, `socket=`).
+    pub credentials: String,
+    /// The client; default `mariadb`, else `mysql`, found in PATH.
+    pub client: Option<String>,
+    /// Server path of the server's socket (mapped through `--root`); default: the client's.
+    pub socket: Option<String>,
+    /// A query (or an open transaction holding locks) this old is stalled.
+    pub long_query_secs: u64,
+    /// Warn when this share of `max_connections` is in use.
+    pub connections_warn_pct: u64,
+    pub timeout_secs: u64,
+}
+
+impl Default for MysqlSettings {
+    fn default() -> Self {
+        MysqlSettings {
+            credentials: "/usr/local/directadmin/conf/mysql.conf".into(),
+            client: None,
+            socket: None,
+            long_query_secs: 30,
+            connections_warn_pct: 90,
+            timeout_secs: 10,
+        }
+    }
+}
+
 /// Settings of the system checks (kernel, disks, PHP ini, timeouts).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -362,6 +393,74 @@ impl Default for SystemSettings {
     }
 }
 
+/// Firewalls and ban lists (`loopback-banned`). File names from CSF, DA's
+/// Brute Force Monitor and its CSF scripts; commands are off under `--root`
+/// unless set. `{ip}` and `{jail}` are substituted.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FirewallSettings {
+    pub csf_deny: String,
+    pub csf_tempban: String,
+    pub csf_allow: String,
+    pub csf_ignore: String,
+    /// DA's login blacklist (blocks DA's own port only) and its whitelist.
+    pub da_ip_blacklist: String,
+    pub da_ip_whitelist: String,
+    /// BFM's block list written by DA's `block_ip.sh` (firewall-wide) and its exempt lists.
+    pub bfm_blocked: String,
+    pub bfm_exempt: String,
+    pub brute_skip: String,
+    /// The server's own IPs.
+    pub server_ips: String,
+    pub fail2ban_jail_local: String,
+    pub fail2ban_client: Option<String>,
+    pub iptables_save: Option<String>,
+    pub ip6tables_save: Option<String>,
+    pub nft_list: Option<String>,
+    pub csf_unban: Option<String>,
+    pub csf_temp_unban: Option<String>,
+    pub fail2ban_unban: Option<String>,
+    pub timeout_secs: u64,
+}
+
+impl Default for FirewallSettings {
+    fn default() -> Self {
+        let admin = "/usr/local/directadmin/data/admin";
+        FirewallSettings {
+            csf_deny: "/etc/csf/csf.deny".into(),
+            csf_tempban: "/var/lib/csf/csf.tempban".into(),
+            csf_allow: "/etc/csf/csf.allow".into(),
+            csf_ignore: "/etc/csf/csf.ignore".into(),
+            da_ip_blacklist: format!("{admin}/ip_blacklist"),
+            da_ip_whitelist: format!("{admin}/ip_whitelist"),
+            bfm_blocked: "/root/blocked_ips.txt".into(),
+            bfm_exempt: "/root/exempt_ips.txt".into(),
+            brute_skip: format!("{admin}/brute_skip.list"),
+            server_ips: format!("{admin}/ips.list"),
+            fail2ban_jail_local: "/etc/fail2ban/jail.local".into(),
+            fail2ban_client: None,
+            iptables_save: None,
+            ip6tables_save: None,
+            nft_list: None,
+            csf_unban: None,
+            csf_temp_unban: None,
+            fail2ban_unban: None,
+            timeout_secs: 10,
+        }
+    }
+}
+
+/// `Some(cmd)` unless off: an empty setting is off; unset means `default`
+/// on a live root and off under `--root`.
+pub fn resolve_cmd(live: bool, set: &Option<String>, default: &str) -> Option<String> {
+    match set {
+        Some(s) if s.trim().is_empty() => None,
+        Some(s) => Some(s.clone()),
+        None if live && !default.is_empty() => Some(default.to_string()),
+        None => None,
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
@@ -373,6 +472,8 @@ pub struct FileConfig {
     pub commands: CommandSettings,
     pub apply: ApplySettings,
     pub hook: HookSettings,
+    pub mysql: MysqlSettings,
+    pub firewall: FirewallSettings,
 }
 
 /// Where `scripts/install.sh` puts the config (root, 0600).
@@ -404,6 +505,8 @@ pub struct Config {
     pub hook: HookSettings,
     pub fpm: FpmSettings,
     pub system: SystemSettings,
+    pub mysql: MysqlSettings,
+    pub firewall: FirewallSettings,
     /// `--no-probe`: report `not_probed` instead of touching sockets.
     pub no_probe: bool,
 }
@@ -420,6 +523,8 @@ impl Default for Config {
             hook: HookSettings::default(),
             fpm: FpmSettings::default(),
             system: SystemSettings::default(),
+            mysql: MysqlSettings::default(),
+            firewall: FirewallSettings::default(),
             no_probe: false,
         }
     }
@@ -467,6 +572,8 @@ impl Config {
             hook: file.hook,
             fpm: file.fpm,
             system: file.system,
+            mysql: file.mysql,
+            firewall: file.firewall,
             no_probe: false,
         })
     }

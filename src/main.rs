@@ -76,6 +76,9 @@ enum Cmd {
         /// Only plans marked `safe` (what the CustomBuild hook applies).
         #[arg(long)]
         safe_only: bool,
+        /// Only plans for findings of these checks (repeatable), e.g. --check socket-drift.
+        #[arg(long = "check", value_name = "ID")]
+        checks: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -281,11 +284,13 @@ fn cmd_repair(
     dry_run: bool,
     yes: bool,
     safe_only: bool,
+    only: &[String],
     json: bool,
 ) -> Result<i32, String> {
     use fpm_doctor::apply::Safety;
     use fpm_doctor::repair;
-    let proposal = repair::propose(cfg, &scope)?;
+    let mut proposal = repair::propose(cfg, &scope)?;
+    proposal.retain_checks(cfg, only);
     let max = if safe_only { Safety::Safe } else { Safety::Confirm };
     let selected = proposal.selected(max);
     if !json {
@@ -413,13 +418,18 @@ fn run() -> Result<i32, String> {
             dry_run,
             yes,
             safe_only,
+            checks: only,
             json,
         } => {
             if domain.is_none() && user.is_none() && !all {
                 return Err("say what to repair: --domain D, --user U or --all".into());
             }
+            let known = checks::check_ids();
+            if let Some(bad) = only.iter().find(|c| !known.contains(&c.as_str())) {
+                return Err(format!("no check named {bad} (known: {})", known.join(", ")));
+            }
             let cfg = Config::load(common.config.as_deref(), common.root.as_deref())?;
-            cmd_repair(&cfg, Scope { user, domain }, dry_run, yes, safe_only, json)
+            cmd_repair(&cfg, Scope { user, domain }, dry_run, yes, safe_only, &only, json)
         }
         Cmd::History { common, json } => {
             let cfg = Config::load(common.config.as_deref(), common.root.as_deref())?;

@@ -209,6 +209,8 @@ pub struct Vhost {
     pub handlers: Vec<Handler>,
     /// The block proxies to a backend (nginx_apache) instead of running PHP.
     pub proxies: bool,
+    /// `proxy_pass` arguments as written (`http://1.2.3.4:8080`).
+    pub proxy_targets: Vec<String>,
 }
 
 /// A PHP-FPM pool from `data/users/<u>/php/php-fpmXY.conf` (or any pool file).

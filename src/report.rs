@@ -72,6 +72,10 @@ fn finding(out: &mut String, st: &Style, f: &Finding, indent: &str) {
         let _ = writeln!(out, "{indent}    expected {}", sanitize(e));
     }
     let _ = writeln!(out, "{indent}    {}", sanitize(&f.message));
+    // Faces strip `private` for non-admins (checks::strip_private); the CLI runs as root.
+    if let Some(p) = &f.private {
+        let _ = writeln!(out, "{indent}    query (admin only): {}", sanitize(p));
+    }
     let how = if f.layer == Some("overlay") {
         "copied by CustomBuild to"
     } else {

@@ -81,9 +81,9 @@ proptest! {
             safety: Safety::Safe,
             edits,
             rewrite_users: vec!["u".into()],
+            actions: vec![],
             target: Target::Nginx,
             advice: None,
-            actions: vec![],
         };
         let plans = if split && edits.len() > 1 {
             let rest = edits.split_off(1);

@@ -97,7 +97,9 @@ pub struct JournalEntry {
     pub steps: Vec<StepReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// False when the repair ran actions (restarts) that no undo can revert.
+    /// False when the repair ran actions (a restart, a MySQL kill, an unban)
+    /// that no undo can revert: undo restores its files only, and refuses
+    /// when it has none.
     #[serde(default = "yes")]
     pub undoable: bool,
 }

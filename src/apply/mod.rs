@@ -70,55 +70,137 @@ pub struct Plan {
     pub edits: Vec<Edit>,
     /// DA users whose configs DA must regenerate after the edit.
     pub rewrite_users: Vec<String>,
+    /// Operations run after the edits and the reload (a restart, a MySQL
+    /// kill, an unban). They cannot be undone: the repair is journalled
+    /// `undoable: false`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Action>,
     pub target: Target,
     /// For Manual plans: the exact steps.
     pub advice: Option<String>,
-    /// Commands run after the edits (service restarts). They cannot be
-    /// undone: a repair with actions is journalled `undoable: false`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub actions: Vec<Action>,
 }
 
-/// Something a repair does besides editing files.
+/// An operation that is not a file edit. It runs after the edits (and the
+/// reload), is journalled, and cannot be undone (`undoable: false`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
     /// Start or restart PHP-FPM `version` (digits, `83`) with the configured
     /// `[commands] fpm_restart`, detached from this process.
     FpmRestart { version: String },
+    /// `KILL <thread>` if the thread still belongs to `db_user`.
+    MysqlKill { thread: u64, db_user: String },
+    /// Lift a ban: `tool` is `csf` (`csf -dr`), `csf_temp` (`csf -tr`) or
+    /// `fail2ban` (`fail2ban-client set <jail> unbanip`); commands from `[firewall]`.
+    Unban {
+        tool: String,
+        ip: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jail: Option<String>,
+    },
 }
 
 impl Action {
     pub fn describe(&self) -> String {
         match self {
             Action::FpmRestart { version } => format!("start or restart PHP-FPM {version}"),
+            Action::MysqlKill { thread, db_user } => format!("kill MySQL thread {thread} of {db_user}"),
+            Action::Unban { tool, ip, jail } => match jail {
+                Some(j) => format!("lift the {tool} ban of {ip} in jail {j}"),
+                None => format!("lift the {tool} ban of {ip}"),
+            },
+        }
+    }
+
+    /// Refuses values that could name something else than meant.
+    fn check(&self) -> Result<(), String> {
+        match self {
+            Action::MysqlKill { db_user, .. }
+                if db_user.is_empty() || db_user.contains(['\'', '\\', '\n']) =>
+            {
+                Err(format!("mysql kill: odd database user {db_user:?}"))
+            }
+            Action::Unban { tool, ip, jail } => {
+                if crate::evidence::firewall::parse_net(ip).is_none() {
+                    return Err(format!("unban: {ip:?} is not an address"));
+                }
+                if let Some(j) = jail {
+                    if j.is_empty()
+                        || !j
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                    {
+                        return Err(format!("unban: odd jail name {j:?}"));
+                    }
+                }
+                match tool.as_str() {
+                    "csf" | "csf_temp" => Ok(()),
+                    "fail2ban" if jail.is_some() => Ok(()),
+                    _ => Err(format!("unban: unknown tool {tool:?}")),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs it, reporting a step.
+    fn run(&self, cfg: &Config) -> StepReport {
+        match self {
+            Action::FpmRestart { version } => {
+                if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
+                    return StepReport::note("fpm_restart", false, format!("invalid version {version:?}"));
+                }
+                let Some(line) = commands::resolve_fpm_restart(cfg, version) else {
+                    return StepReport::skipped(
+                        "fpm_restart",
+                        "off: the root is not / and no [commands] fpm_restart is configured",
+                    );
+                };
+                match commands::split(&line) {
+                    Ok(argv) => commands::run_detached(
+                        "fpm_restart",
+                        &argv,
+                        Duration::from_secs(cfg.commands.timeout_secs.max(1)),
+                    ),
+                    Err(e) => StepReport::note("fpm_restart", false, e),
+                }
+            }
+            Action::MysqlKill { thread, db_user } => {
+                match crate::evidence::mysql::kill(cfg, *thread, db_user) {
+                    Ok(note) => StepReport::note("mysql-kill", true, note),
+                    Err(e) => StepReport::note("mysql-kill", false, e),
+                }
+            }
+            Action::Unban { tool, ip, jail } => {
+                let f = &cfg.firewall;
+                let (set, default) = match tool.as_str() {
+                    "csf" => (&f.csf_unban, "csf -dr {ip}"),
+                    "csf_temp" => (&f.csf_temp_unban, "csf -tr {ip}"),
+                    _ => (&f.fail2ban_unban, "fail2ban-client set {jail} unbanip {ip}"),
+                };
+                let Some(line) = crate::config::resolve_cmd(cfg.is_live_root(), set, default) else {
+                    return StepReport::skipped(
+                        "unban",
+                        format!("{tool} unban of {ip}: command off (root is not / and none configured)"),
+                    );
+                };
+                let jail = jail.clone().unwrap_or_default();
+                match crate::evidence::cmd::argv(&line, &[("ip", ip), ("jail", &jail)]) {
+                    Ok(argv) => commands::run(
+                        "unban",
+                        &argv,
+                        Duration::from_secs(cfg.firewall.timeout_secs.max(1)),
+                    ),
+                    Err(e) => StepReport::note("unban", false, e),
+                }
+            }
         }
     }
 }
 
-/// Runs one action; the step says what ran and whether it started.
+/// Runs one action; the step says what ran and whether it worked.
 fn run_action(cfg: &Config, a: &Action) -> StepReport {
-    match a {
-        Action::FpmRestart { version } => {
-            if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
-                return StepReport::note("fpm_restart", false, format!("invalid version {version:?}"));
-            }
-            let Some(line) = commands::resolve_fpm_restart(cfg, version) else {
-                return StepReport::skipped(
-                    "fpm_restart",
-                    "off: the root is not / and no [commands] fpm_restart is configured",
-                );
-            };
-            match commands::split(&line) {
-                Ok(argv) => commands::run_detached(
-                    "fpm_restart",
-                    &argv,
-                    Duration::from_secs(cfg.commands.timeout_secs.max(1)),
-                ),
-                Err(e) => StepReport::note("fpm_restart", false, e),
-            }
-        }
-    }
+    a.run(cfg)
 }
 
 /// The verify callback: re-scan the touched domains, connect to their
@@ -339,6 +421,11 @@ fn prepare(cfg: &Config, plans: &[Plan]) -> Result<Vec<Change>, Vec<String>> {
         for u in &p.rewrite_users {
             if !da::valid_user(u) {
                 errs.push(format!("{}: invalid user name {u:?}", p.finding));
+            }
+        }
+        for a in &p.actions {
+            if let Err(e) = a.check() {
+                errs.push(format!("{}: {e}", p.finding));
             }
         }
     }
@@ -916,7 +1003,7 @@ pub fn undo(cfg: &Config, repair_id: &str, opts: &ApplyOptions) -> ApplyReport {
         Ok(t) => t,
         Err(e) => return rep.fail(Outcome::Refused, e),
     };
-    if !target.undoable {
+    if !target.undoable && target.files.is_empty() {
         let what: Vec<String> = target
             .plans
             .iter()
@@ -925,7 +1012,7 @@ pub fn undo(cfg: &Config, repair_id: &str, opts: &ApplyOptions) -> ApplyReport {
         return rep.fail(
             Outcome::Refused,
             format!(
-                "repair {repair_id} ran actions that cannot be undone ({})",
+                "repair {repair_id} only ran actions that cannot be undone ({}) and changed no file",
                 what.join(", ")
             ),
         );
@@ -1089,9 +1176,9 @@ mod tests {
                 ..e(0, 1, b"a", b"b")
             }],
             rewrite_users: vec![],
+            actions: vec![],
             target: Target::Nginx,
             advice: None,
-            actions: vec![],
         };
         assert_eq!(by_file(&[mk("/x/y"), mk("/x//./y")]).len(), 1);
     }

@@ -399,6 +399,7 @@ pub fn fixture(log: &str, timeout: Option<(u64, Level, Layer)>) -> Server {
                 line: 1,
                 handlers: vec![h],
                 proxies: false,
+                proxy_targets: vec![],
             }],
             cust_nginx: Some(crate::model::CustTail::of(cust, b"client_max_body_size 64m;\n")),
         }],

@@ -35,6 +35,7 @@ fn explained_by(
     drift: &[Finding],
     class: Class,
     upstream: Option<&str>,
+    http: bool,
 ) -> Option<&'static str> {
     let sock = upstream.and_then(|u| u.strip_prefix("unix:"));
     // A dead socket that *is* the one the panel expects is not drift: its
@@ -46,8 +47,10 @@ fn explained_by(
                 && f.expected_socket.as_deref() != Some(s)
         })
     });
-    let _ = server;
+    // An `http://` upstream is Apache behind nginx, not PHP-FPM.
+    let apache = http || upstream.is_some_and(|u| is_proxy_target(server, u));
     match class {
+        Class::Refused | Class::Timeout | Class::OtherConnect if apache => Some(super::apache_upstream::ID),
         Class::Missing | Class::Refused if drifted => Some(super::socket_drift::ID),
         Class::Missing | Class::Refused | Class::OtherConnect | Class::ConnectTimeout => Some("fpm-down"),
         Class::PermissionDenied => Some("socket-permission"),
@@ -56,6 +59,19 @@ fn explained_by(
         Class::Reset => Some("oom-kill"),
         Class::ScriptUnknown => None,
     }
+}
+
+/// Is `host:port` the `proxy_pass` target of some vhost?
+fn is_proxy_target(server: &Server, upstream: &str) -> bool {
+    server
+        .users
+        .iter()
+        .flat_map(|u| u.domains.iter().flat_map(|d| d.vhosts.iter()))
+        .any(|v| {
+            v.proxy_targets
+                .iter()
+                .any(|p| crate::evidence::upstream::target_of(p).as_deref() == Some(upstream))
+        })
 }
 
 struct Group<'a> {
@@ -203,7 +219,8 @@ pub fn run(server: &Server, drift: &[Finding]) -> CheckOutput {
         } else {
             Severity::Info
         };
-        let by = explained_by(server, drift, class, upstream.as_deref());
+        let http = g.events.iter().any(|e| e.line.text.contains("upstream: \"http"));
+        let by = explained_by(server, drift, class, upstream.as_deref(), http);
         let statuses: Vec<String> = g.statuses.iter().map(|(s, n)| format!("{n} × {s}")).collect();
         let mut f = Finding::new(
             ID,
@@ -396,6 +413,16 @@ mod tests {
         assert_eq!(out.findings[0].severity, Severity::Info);
         assert!(out.findings[0].message.contains("resolved"));
         assert_eq!(out.state, CheckState::Ok);
+    }
+
+    #[test]
+    fn refused_http_upstream_is_apache_not_fpm() {
+        let line = "2026/11/24 20:10:44 [error] 9#9: *5 connect() to 127.0.0.1:8080 failed (111: Connection refused) while connecting to upstream, client: 1.2.3.4, server: a.test, request: \"GET / HTTP/1.1\", upstream: \"http://127.0.0.1:8080/\", host: \"a.test\"";
+        let out = run(&server(vec![ev(line, "a.test")], vec![]), &[]);
+        assert_eq!(out.findings[0].explained_by, Some("apache-upstream"));
+        let fcgi = "2026/11/24 20:10:44 [error] 9#9: *5 connect() to 127.0.0.1:9000 failed (111: Connection refused) while connecting to upstream, client: 1.2.3.4, server: a.test, request: \"GET / HTTP/1.1\", upstream: \"fastcgi://127.0.0.1:9000\", host: \"a.test\"";
+        let out = run(&server(vec![ev(fcgi, "a.test")], vec![]), &[]);
+        assert_eq!(out.findings[0].explained_by, Some("fpm-down"));
     }
 
     #[test]

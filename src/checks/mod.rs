@@ -2,10 +2,13 @@
 //! findings. No IO here. Each check lives in its own file with its
 //! documentation (What / Why / Example / Fix / Fix safety) and fixtures.
 
+pub mod apache_upstream;
 pub mod disk_full;
 pub mod fastcgi_timeout;
 pub mod fpm_down;
 pub mod log_triage;
+pub mod loopback_banned;
+pub mod mysql_stall;
 pub mod oom_kill;
 pub mod pool_exhausted;
 pub mod socket_drift;
@@ -90,6 +93,51 @@ pub struct Finding {
     /// Byte span of `text` in `file` (for repairs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub span: Option<(usize, usize)>,
+    /// Admin-only detail (a query's text): faces show it to admins only,
+    /// see [`strip_private`]. Never repeated in `message`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private: Option<String>,
+    /// The MySQL threads a `mysql-stall` finding is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mysql: Option<MysqlThreads>,
+    /// The ban a `loopback-banned` finding is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ban: Option<BanRef>,
+}
+
+/// MySQL threads of a finding: `thread` is the one a repair would kill.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MysqlThreads {
+    pub thread: u64,
+    pub db_user: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db: Option<String>,
+    pub command: String,
+    /// Seconds the thread has been in its state (TIME), or waited for the lock.
+    pub seconds: u64,
+    /// Threads waiting for a lock `thread` holds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocking: Vec<u64>,
+    /// The thread holding the lock `thread` waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waits_for: Option<u64>,
+}
+
+/// A ban: which list, which address, which jail.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BanRef {
+    pub family: crate::evidence::firewall::Family,
+    pub address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jail: Option<String>,
+    pub temporary: bool,
+}
+
+/// Removes admin-only details (query texts) for a non-admin caller.
+pub fn strip_private(findings: &mut [Finding]) {
+    for f in findings {
+        f.private = None;
+    }
 }
 
 impl Finding {
@@ -118,6 +166,9 @@ impl Finding {
             statuses: Default::default(),
             explained_by: None,
             secondary: false,
+            private: None,
+            mysql: None,
+            ban: None,
         }
     }
 }
@@ -201,6 +252,21 @@ pub const REGISTRY: &[Check] = &[
         doc: &xdebug::DOC,
         run: xdebug::check,
         fixtures: xdebug::fixtures,
+    },
+    Check {
+        doc: &apache_upstream::DOC,
+        run: apache_upstream::check,
+        fixtures: apache_upstream::fixtures,
+    },
+    Check {
+        doc: &loopback_banned::DOC,
+        run: loopback_banned::check,
+        fixtures: loopback_banned::fixtures,
+    },
+    Check {
+        doc: &mysql_stall::DOC,
+        run: mysql_stall::check,
+        fixtures: mysql_stall::fixtures,
     },
 ];
 

@@ -403,6 +403,7 @@ pub fn fixture_server(sock: &str, live: &[&str], layer: crate::model::Layer) -> 
                 line: 1,
                 handlers: vec![h],
                 proxies: false,
+                proxy_targets: vec![],
             }],
         }],
         pools: vec![],

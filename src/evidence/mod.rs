@@ -2,12 +2,16 @@
 //! the readers, everything here does IO and judges nothing; checks read the
 //! result from `Server::evidence`.
 
+pub mod cmd;
 pub mod disk;
+pub mod firewall;
 pub mod fpm;
 pub mod kernel;
 pub mod logread;
+pub mod mysql;
 pub mod nginx_log;
 pub mod php;
+pub mod upstream;
 
 use crate::config::Config;
 use crate::model::Server;
@@ -30,6 +34,12 @@ pub struct Evidence {
     pub disks: Option<disk::Disks>,
     /// Ini files and modules of each PHP-FPM slot; `None` when not collected.
     pub php: Option<Vec<php::SlotPhp>>,
+    /// MySQL processlist and lock waits (`mysql-stall`); `None` = not collected.
+    pub mysql: Option<mysql::MysqlEvidence>,
+    /// Bans of loopback / own IPs (`loopback-banned`).
+    pub firewall: Option<firewall::FirewallEvidence>,
+    /// Apache behind nginx (`apache-upstream`): one probe per proxy_pass target.
+    pub apache: Option<Vec<upstream::HttpProbe>>,
 }
 
 /// Runs a command (no shell, `LANG=C`, stdin closed) and returns its stdout
@@ -216,6 +226,16 @@ pub fn collect(cfg: &Config, server: &Server) -> Evidence {
         run_php,
         std::time::Duration::from_secs(cfg.system.command_timeout_secs.max(1)),
     ));
+    let mut targets: Vec<String> = server
+        .users
+        .iter()
+        .flat_map(|u| u.domains.iter().flat_map(|d| d.vhosts.iter()))
+        .flat_map(|v| v.proxy_targets.iter().filter_map(|p| upstream::target_of(p)))
+        .collect();
+    targets.sort();
+    targets.dedup();
+    let apache =
+        (server.webserver.as_deref() == Some("nginx_apache")).then(|| upstream::probe(cfg, &targets));
     Evidence {
         since,
         now,
@@ -224,5 +244,8 @@ pub fn collect(cfg: &Config, server: &Server) -> Evidence {
         kernel,
         disks,
         php,
+        mysql: Some(mysql::collect(cfg)),
+        firewall: Some(firewall::collect(cfg)),
+        apache,
     }
 }

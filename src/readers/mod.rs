@@ -380,6 +380,7 @@ fn build_vhost(
         line: rv.line,
         handlers,
         proxies: rv.proxies,
+        proxy_targets: rv.proxy_targets.clone(),
     }
 }
 
@@ -543,6 +544,7 @@ fn assemble_user(
                             line: 1,
                             handlers: pending,
                             proxies: false,
+                            proxy_targets: vec![],
                         });
                     }
                 }
@@ -683,6 +685,7 @@ fn apache_user(
             line: av.line,
             handlers,
             proxies: false,
+            proxy_targets: vec![],
         };
         match ei {
             Some(ei) => entries[ei].0.vhosts.push(v),
@@ -718,6 +721,7 @@ fn apache_user(
                     line: 1,
                     handlers: pending,
                     proxies: false,
+                    proxy_targets: vec![],
                 });
             }
         }

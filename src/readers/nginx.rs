@@ -44,6 +44,7 @@ pub struct RawVhost {
     pub file: String,
     pub line: u32,
     pub proxies: bool,
+    pub proxy_targets: Vec<String>,
     pub handlers: Vec<RawHandler>,
 }
 
@@ -391,6 +392,7 @@ fn vhosts(
                     file: exp.files[it.file].path.clone(),
                     line: it.line,
                     proxies: false,
+                    proxy_targets: vec![],
                     handlers: vec![],
                 });
             }
@@ -407,7 +409,14 @@ fn vhosts(
                     .any(|a| a == "ssl" || a.ends_with(":443") || a == "443")
             }
             "ssl" if it.parent == Some(s) => out[v].https |= it.args.first().is_some_and(|a| a == "on"),
-            "proxy_pass" => out[v].proxies = true,
+            "proxy_pass" => {
+                out[v].proxies = true;
+                if let Some(t) = it.args.first() {
+                    if !out[v].proxy_targets.contains(t) {
+                        out[v].proxy_targets.push(t.clone());
+                    }
+                }
+            }
             "fastcgi_pass" => {
                 let Some(raw) = it.args.first() else { continue };
                 let (location, top_loc) = enclosing_locations(exp, i, s);

@@ -36,6 +36,22 @@ impl Proposal {
             .collect()
     }
 
+    /// Keeps only the plans for findings of the checks in `only`, and
+    /// recomputes the diff.
+    pub fn retain_checks(&mut self, cfg: &Config, only: &[String]) {
+        if only.is_empty() {
+            return;
+        }
+        self.planned.retain(|p| only.iter().any(|c| c == p.finding.check));
+        let writing: Vec<Plan> = self
+            .planned
+            .iter()
+            .filter(|p| !p.plan.edits.is_empty())
+            .map(|p| p.plan.clone())
+            .collect();
+        self.diff = apply::diff(cfg, &writing);
+    }
+
     pub fn manual(&self) -> Vec<&Planned> {
         self.planned
             .iter()
@@ -72,7 +88,10 @@ pub fn propose(cfg: &Config, scope: &Scope) -> Result<Proposal, String> {
             // inlined into the domain's subdomains too): plan it once.
             let dup = seen.iter().any(|o| {
                 if p.edits.is_empty() {
-                    o.edits.is_empty() && o.rewrite_users == p.rewrite_users && o.advice == p.advice
+                    o.edits.is_empty()
+                        && o.rewrite_users == p.rewrite_users
+                        && o.advice == p.advice
+                        && o.actions == p.actions
                 } else {
                     o.edits == p.edits
                 }

@@ -104,9 +104,9 @@ pub fn plan_at(file: &str, start: usize, old: &str, new: &str) -> Plan {
             new: new.as_bytes().to_vec(),
         }],
         rewrite_users: vec!["alice".into()],
+        actions: vec![],
         target: Target::Nginx,
         advice: None,
-        actions: vec![],
     }
 }
 

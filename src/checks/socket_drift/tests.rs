@@ -52,6 +52,7 @@ fn vhost(handlers: Vec<Handler>) -> Vhost {
         line: 1,
         handlers,
         proxies: false,
+        proxy_targets: vec![],
     }
 }
 
