@@ -22,9 +22,9 @@ install_test_deps() {
     # DA's vhosts use SuexecUserGroup, which needs the suexec binary.
     [ -x /usr/sbin/apache2 ] || want+=(apache2)
     [ -e /usr/lib/apache2/suexec ] || want+=(apache2-suexec-pristine)
-    # TODO(later suites): mariadb-server (DA's database), chromium (UI checks):
+    # tests/browser.rs drives a headless chromium. TODO(later suites): mariadb-server (DA's database):
     # command -v mariadbd >/dev/null 2>&1 || want+=(mariadb-server)
-    # command -v chromium >/dev/null 2>&1 || want+=(chromium)
+    command -v chromium >/dev/null 2>&1 || want+=(chromium)
     if [ "$nginx" -eq 0 ] && [ "${#want[@]}" -eq 0 ]; then
         return 0
     fi
@@ -81,7 +81,7 @@ run_build() {
     local version
     version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
     sed -i "s/^version=.*/version=$version/" "$stage/plugin.conf"
-    for d in admin reseller user hooks scripts images; do
+    for d in admin reseller user hooks scripts images menus; do
         mkdir -p "$stage/$d"
         if [ -d "$d" ]; then cp -a "$d/." "$stage/$d/"; fi
     done

@@ -272,6 +272,9 @@ pub struct Config {
     pub hook: HookSettings,
     /// `--no-probe`: report `not_probed` instead of touching sockets.
     pub no_probe: bool,
+    /// The `--config` file this run loaded, so a detached child (the web
+    /// face's background scan) loads the same one.
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -285,6 +288,7 @@ impl Default for Config {
             logs: LogSettings::default(),
             hook: HookSettings::default(),
             no_probe: false,
+            config_file: None,
         }
     }
 }
@@ -330,6 +334,7 @@ impl Config {
             logs: file.logs,
             hook: file.hook,
             no_probe: false,
+            config_file: config_file.map(Path::to_path_buf),
         })
     }
 
