@@ -78,11 +78,10 @@ pub fn may_apply(cfg: &Config, caller: &Caller, p: &crate::repair::Planned) -> b
         return false;
     }
     let own = format!("{}/", join(&join(&cfg.paths.users_dir, user), "domains"));
-    let files_ok = p
-        .plan
-        .edits
-        .iter()
-        .all(|e| e.file.starts_with(&own) && !e.file.contains("/../") && !e.file[own.len()..].contains('/'));
+    let files_ok =
+        p.plan.edits.iter().all(|e| {
+            e.file.starts_with(&own) && !e.file.contains("/../") && !e.file[own.len()..].contains('/')
+        });
     files_ok && p.plan.rewrite_users.iter().all(|u| caller.may_see_user(u))
 }
 

@@ -131,7 +131,10 @@ fn admin_index_is_a_fragment_listing_drifted_domains() {
 fn without_a_snapshot_a_detached_scan_starts_and_status_raw_reports_it() {
     let r = rig();
     let out = r.get("admin", "index.html", "admin", "");
-    assert!(out.contains("http-equiv=\"refresh\""), "polls while the scan runs: {out}");
+    assert!(
+        out.contains("http-equiv=\"refresh\""),
+        "polls while the scan runs: {out}"
+    );
     let t0 = Instant::now();
     loop {
         let raw = r.get("admin", "status.raw", "admin", "");
@@ -140,7 +143,10 @@ fn without_a_snapshot_a_detached_scan_starts_and_status_raw_reports_it() {
         if v["state"] == "done" {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(20), "scan never finished: {raw}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "scan never finished: {raw}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let out = r.get("admin", "index.html", "admin", "");
@@ -168,7 +174,10 @@ fn raw_endpoints_print_a_whole_http_response_with_json() {
         .iter()
         .map(|d| d["user"].as_str().unwrap())
         .collect();
-    assert!(!users.is_empty() && users.iter().all(|u| *u == "alice"), "{users:?}");
+    assert!(
+        !users.is_empty() && users.iter().all(|u| *u == "alice"),
+        "{users:?}"
+    );
 
     let raw = r.get("user", "scan.raw", "mallory", "");
     assert!(raw.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{raw}");
@@ -213,9 +222,15 @@ fn a_post_without_or_with_a_wrong_token_is_refused_and_writes_nothing() {
     }
     // A real token of another session, and of the same session at another level.
     let body = format!("domain=alice-shop.test&plan={plan}&csrf={tok}");
-    assert!(r.post("user", "repair.html", "alice", &body, "sess-2").contains("security token"));
-    assert!(r.post("reseller", "repair.html", "resel", &body, "sess-1").contains("security token"));
-    assert!(r.post("user", "repair.html", "alice", &body, "").contains("security token"));
+    assert!(r
+        .post("user", "repair.html", "alice", &body, "sess-2")
+        .contains("security token"));
+    assert!(r
+        .post("reseller", "repair.html", "resel", &body, "sess-1")
+        .contains("security token"));
+    assert!(r
+        .post("user", "repair.html", "alice", &body, "")
+        .contains("security token"));
     assert_eq!(r.read(ALICE_CUST), before);
     assert_eq!(r.journal_len(), 0);
 }
@@ -241,20 +256,36 @@ fn another_users_domain_is_404_and_nothing_is_written() {
     assert_eq!(r.read(BOB_CUST), before);
     assert_eq!(r.journal_len(), 0);
     // Reading is 404 too, for users and for a reseller asking about the admin's users.
-    assert!(r.get("user", "domain.html", "alice", "domain=bob-news.test").contains("data-status=\"404\""));
-    assert!(r.get("reseller", "domain.html", "resel", "domain=carol.test").contains("data-status=\"404\""));
-    assert!(r.get("user", "repair.html", "alice", "domain=nowhere.test").contains("data-status=\"404\""));
+    assert!(r
+        .get("user", "domain.html", "alice", "domain=bob-news.test")
+        .contains("data-status=\"404\""));
+    assert!(r
+        .get("reseller", "domain.html", "resel", "domain=carol.test")
+        .contains("data-status=\"404\""));
+    assert!(r
+        .get("user", "repair.html", "alice", "domain=nowhere.test")
+        .contains("data-status=\"404\""));
 }
 
 #[test]
 fn dot_dot_in_parameters_is_refused() {
     let r = rig();
-    for q in ["domain=../../etc/passwd", "domain=..%2F..%2Fetc", "domain=alice-shop.test%2F..%2F"] {
+    for q in [
+        "domain=../../etc/passwd",
+        "domain=..%2F..%2Fetc",
+        "domain=alice-shop.test%2F..%2F",
+    ] {
         let out = r.get("admin", "domain.html", "admin", q);
         assert!(out.contains("Not a domain name"), "{q}: {out}");
     }
     let tok = csrf_of(&r.get("admin", "repair.html", "admin", "domain=alice-shop.test"));
-    let out = r.post("admin", "history.html", "admin", &format!("id=../../etc&csrf={tok}"), "sess-1");
+    let out = r.post(
+        "admin",
+        "history.html",
+        "admin",
+        &format!("id=../../etc&csrf={tok}"),
+        "sess-1",
+    );
     assert!(out.contains("Not a repair id"), "{out}");
 }
 
@@ -263,9 +294,15 @@ fn a_reseller_sees_only_their_own_users() {
     let r = rig();
     r.snapshot();
     let out = r.get("reseller", "index.html", "resel", "");
-    assert!(out.contains("alice-shop.test") && out.contains("bob-news.test"), "{out}");
+    assert!(
+        out.contains("alice-shop.test") && out.contains("bob-news.test"),
+        "{out}"
+    );
     assert!(!out.contains("carol"), "carol is the admin's user");
-    assert!(!out.contains("Server-wide problems"), "server-wide layers are admin only");
+    assert!(
+        !out.contains("Server-wide problems"),
+        "server-wide layers are admin only"
+    );
     let raw = r.get("reseller", "scan.raw", "resel", "");
     assert!(!raw.contains("carol") && !raw.contains("dave") && raw.contains("alice"));
     // A user on the reseller page is a user.
@@ -283,11 +320,18 @@ fn script_in_a_log_line_or_file_name_comes_out_escaped() {
     std::fs::write(&log, format!("{text}{evil}\n")).unwrap();
     let cust = r.root.join(ALICE_CUST);
     let c = std::fs::read_to_string(&cust).unwrap();
-    std::fs::write(&cust, format!("include /etc/nginx/x<script>alert(2)</script>.conf;\n{c}")).unwrap();
+    std::fs::write(
+        &cust,
+        format!("include /etc/nginx/x<script>alert(2)</script>.conf;\n{c}"),
+    )
+    .unwrap();
     r.snapshot();
     let html = r.get("admin", "index.html", "admin", "");
     assert!(!html.contains("<script>alert"), "raw script in HTML");
-    assert!(html.contains("&#60;script&#62;alert(1)") || html.contains("&lt;script&gt;alert(1)"), "the log line is shown, escaped");
+    assert!(
+        html.contains("&#60;script&#62;alert(1)") || html.contains("&lt;script&gt;alert(1)"),
+        "the log line is shown, escaped"
+    );
     let user = r.get("user", "domain.html", "alice", "domain=alice-shop.test");
     assert!(!user.contains("<script>alert"));
     let raw = r.get("admin", "scan.raw", "admin", "");
@@ -312,12 +356,25 @@ fn a_confirmed_repair_applies_shows_healthy_and_undoes() {
     // The overview was refreshed for alice without a full scan.
     let admin = r.get("admin", "index.html", "admin", "");
     assert!(admin.contains("bob-news.test</a></td>\n<td>bob</td>"), "{admin}");
-    assert!(!admin.contains("alice-shop.test</a></td>\n<td>alice</td>"), "{admin}");
+    assert!(
+        !admin.contains("alice-shop.test</a></td>\n<td>alice</td>"),
+        "{admin}"
+    );
     // bob sees none of it; alice undoes it.
     assert!(!r.get("user", "history.html", "bob", "").contains("alice"));
     let hist = r.get("user", "history.html", "alice", "");
-    let id = regex::Regex::new(r#"name="id" value="([^"]+)""#).unwrap().captures(&hist).unwrap()[1].to_string();
-    let out = r.post("user", "history.html", "alice", &format!("csrf={}&id={id}", csrf_of(&hist)), "sess-1");
+    let id = regex::Regex::new(r#"name="id" value="([^"]+)""#)
+        .unwrap()
+        .captures(&hist)
+        .unwrap()[1]
+        .to_string();
+    let out = r.post(
+        "user",
+        "history.html",
+        "alice",
+        &format!("csrf={}&id={id}", csrf_of(&hist)),
+        "sess-1",
+    );
     assert!(out.contains("id=\"fpmd-outcome\">done"), "{out}");
     assert!(String::from_utf8(r.read(ALICE_CUST)).unwrap().contains("php82"));
 }
@@ -329,7 +386,10 @@ fn a_user_may_not_apply_server_wide_fixes() {
     let all = r.get("admin", "repair.html", "admin", "all=1");
     assert!(all.contains("nginx_server_sub.conf"), "{all}");
     let user = r.get("user", "repair.html", "alice", "all=1");
-    assert!(!user.contains("nginx_server_sub.conf") && !user.contains("webapps"), "{user}");
+    assert!(
+        !user.contains("nginx_server_sub.conf") && !user.contains("webapps"),
+        "{user}"
+    );
 }
 
 #[test]
@@ -337,23 +397,49 @@ fn the_wrapper_scripts_run_the_binary() {
     let r = rig();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     for lvl in ["admin", "reseller", "user"] {
-        for page in ["index.html", "domain.html", "repair.html", "history.html", "status.raw", "scan.raw"] {
+        for page in [
+            "index.html",
+            "domain.html",
+            "repair.html",
+            "history.html",
+            "status.raw",
+            "scan.raw",
+        ] {
             let p = repo.join(lvl).join(page);
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o755, "{}", p.display());
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o755,
+                "{}",
+                p.display()
+            );
             let s = std::fs::read_to_string(&p).unwrap();
             assert!(s.starts_with("#!/bin/sh\n"));
-            assert!(s.contains(&format!("cgi --level {lvl} --page {page}\n")), "{}", p.display());
+            assert!(
+                s.contains(&format!("cgi --level {lvl} --page {page}\n")),
+                "{}",
+                p.display()
+            );
         }
     }
-    let wrapper = std::fs::read_to_string(repo.join("user/index.html")).unwrap().replace(
-        "/usr/local/lib/fpm_doctor/bin/fpm-doctor",
-        &format!("{BIN} --config {} --root {}", r.conf.display(), r.root.display()),
-    );
+    let wrapper = std::fs::read_to_string(repo.join("user/index.html"))
+        .unwrap()
+        .replace(
+            "/usr/local/lib/fpm_doctor/bin/fpm-doctor",
+            &format!("{BIN} --config {} --root {}", r.conf.display(), r.root.display()),
+        );
     // `cgi` takes --config/--root after the subcommand.
     let wrapper = wrapper.replace(
-        &format!("{BIN} --config {} --root {} cgi", r.conf.display(), r.root.display()),
-        &format!("{BIN} cgi --config {} --root {}", r.conf.display(), r.root.display()),
+        &format!(
+            "{BIN} --config {} --root {} cgi",
+            r.conf.display(),
+            r.root.display()
+        ),
+        &format!(
+            "{BIN} cgi --config {} --root {}",
+            r.conf.display(),
+            r.root.display()
+        ),
     );
     let w = r.root.join("index.html");
     std::fs::write(&w, wrapper).unwrap();
@@ -366,5 +452,8 @@ fn the_wrapper_scripts_run_the_binary() {
         .output()
         .unwrap();
     let out = String::from_utf8(out.stdout).unwrap();
-    assert!(out.contains("alice-shop.test") && !out.contains("bob-news.test"), "{out}");
+    assert!(
+        out.contains("alice-shop.test") && !out.contains("bob-news.test"),
+        "{out}"
+    );
 }

@@ -55,7 +55,12 @@ const MAX_BODY: u64 = 1 << 20;
 
 /// The request DA's environment describes. `env` is `std::env::var` in
 /// production, a map in tests.
-pub fn request(level: Level, page: &str, env: &dyn Fn(&str) -> Option<String>, stdin: &mut dyn Read) -> Request {
+pub fn request(
+    level: Level,
+    page: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+) -> Request {
     let var = |k: &str| env(k).map(|v| decode_entities(&v)).unwrap_or_default();
     let method = Method::parse(&var("REQUEST_METHOD"));
     let mut body = env("POST").unwrap_or_default();
@@ -115,7 +120,9 @@ pub fn error_output(message: &str, raw: bool) -> String {
             status: 500,
             content_type: "text/html; charset=utf-8",
             headers: vec![],
-            body: format!("<div class=\"fpmd\"><p class=\"fpmd-error\">FPM Doctor cannot run: {esc}</p></div>\n"),
+            body: format!(
+                "<div class=\"fpmd\"><p class=\"fpmd-error\">FPM Doctor cannot run: {esc}</p></div>\n"
+            ),
         }
     };
     output(&r, raw)

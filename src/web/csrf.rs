@@ -58,7 +58,8 @@ fn key(cfg: &Config) -> Result<Vec<u8>, String> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(|e| format!("create {}: {e}", tmp.display()))?;
-        f.write_all(&k).map_err(|e| format!("write {}: {e}", tmp.display()))?;
+        f.write_all(&k)
+            .map_err(|e| format!("write {}: {e}", tmp.display()))?;
         let _ = f.sync_all();
     }
     // link(2) fails if another request won the race: use its key then.
@@ -87,7 +88,9 @@ pub fn token(cfg: &Config, session: &str, username: &str, level: Level) -> Resul
     if session.is_empty() {
         return Ok(None);
     }
-    Ok(Some(hex(&mac(cfg, session, username, level)?.finalize().into_bytes())))
+    Ok(Some(hex(&mac(cfg, session, username, level)?
+        .finalize()
+        .into_bytes())))
 }
 
 /// Constant-time check of a submitted token.

@@ -255,7 +255,11 @@ fn index(cfg: &Config, caller: &Caller, req: &Request) -> Out {
         status = snapshot::status(cfg);
         status.running = true;
     }
-    let page = req.q("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).max(1);
+    let page = req
+        .q("page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
     let snap = loaded.map(|(s, age)| (s.scoped(|u| caller.may_see_user(u), caller.is_admin()), age));
     let last_hook = if caller.is_admin() {
         std::fs::read(crate::hooks::state_dir(cfg).join("last-hook.json"))
@@ -265,7 +269,16 @@ fn index(cfg: &Config, caller: &Caller, req: &Request) -> Out {
         None
     };
     let b = views::Base::new(caller.level, &caller.username);
-    let body = views::index(&b, caller, snap, &status, last_hook, page, PAGE_SIZE, token(cfg, caller, req)?);
+    let body = views::index(
+        &b,
+        caller,
+        snap,
+        &status,
+        last_hook,
+        page,
+        PAGE_SIZE,
+        token(cfg, caller, req)?,
+    );
     Ok(Response::html(200, body))
 }
 
@@ -296,12 +309,13 @@ fn rescan(cfg: &Config, caller: &Caller, req: &Request) -> Out {
     Ok(Response::html(200, views::rescan_started(&b)))
 }
 
-fn domain_param<'a>(req: &'a Request) -> Result<&'a str, Fail> {
+fn domain_param(req: &Request) -> Result<&str, Fail> {
     let d = match req.method {
         Method::Post => req.f("domain"),
         _ => req.q("domain"),
     };
-    d.filter(|d| !d.is_empty()).ok_or_else(|| fail(400, "Which domain? (domain=…)"))
+    d.filter(|d| !d.is_empty())
+        .ok_or_else(|| fail(400, "Which domain? (domain=…)"))
 }
 
 fn domain_page(cfg: &Config, caller: &Caller, req: &Request) -> Out {
@@ -388,7 +402,10 @@ fn repair_preview(cfg: &Config, caller: &Caller, req: &Request) -> Out {
         Target::Domain(d, _) => Some(d.as_str()),
         Target::All => None,
     };
-    let allowed: Vec<bool> = planned.iter().map(|p| access::may_apply(cfg, caller, p)).collect();
+    let allowed: Vec<bool> = planned
+        .iter()
+        .map(|p| access::may_apply(cfg, caller, p))
+        .collect();
     Ok(Response::html(
         200,
         views::repair_preview(&b, domain, &planned, &allowed, &diff, token(cfg, caller, req)?),
@@ -469,7 +486,11 @@ fn entry_visible(cfg: &Config, caller: &Caller, e: &crate::apply::JournalEntry) 
         .files
         .iter()
         .map(|f| f.file.as_str())
-        .chain(e.plans.iter().flat_map(|p| p.edits.iter().map(|x| x.file.as_str())))
+        .chain(
+            e.plans
+                .iter()
+                .flat_map(|p| p.edits.iter().map(|x| x.file.as_str())),
+        )
         .collect();
     !files.is_empty()
         && files.iter().all(|f| {
@@ -488,7 +509,10 @@ fn history(cfg: &Config, caller: &Caller, req: &Request) -> Out {
         .collect();
     h.reverse();
     let b = views::Base::new(caller.level, &caller.username);
-    Ok(Response::html(200, views::history(&b, &h, token(cfg, caller, req)?)))
+    Ok(Response::html(
+        200,
+        views::history(&b, &h, token(cfg, caller, req)?),
+    ))
 }
 
 fn undo(cfg: &Config, caller: &Caller, req: &Request) -> Out {

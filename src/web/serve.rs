@@ -209,7 +209,9 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, st: web::Data<State>) -> H
             Some(_) => "/admin/index.html?as=admin",
             None => "/admin/index.html",
         };
-        return HttpResponse::SeeOther().insert_header((header::LOCATION, to)).finish();
+        return HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, to))
+            .finish();
     }
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let (Some(level), Some(page)) = (parts.next().and_then(Level::parse), parts.next()) else {
@@ -237,10 +239,14 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, st: web::Data<State>) -> H
         }
         None => st.admin.clone(),
     };
-    let session = match cookie(&req, "fpmd_session").filter(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())) {
+    let session = match cookie(&req, "fpmd_session")
+        .filter(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
         Some(s) => s,
         None => {
-            let s = super::csrf::random_bytes(16).map(|b| super::csrf::hex(&b)).unwrap_or_default();
+            let s = super::csrf::random_bytes(16)
+                .map(|b| super::csrf::hex(&b))
+                .unwrap_or_default();
             set_cookies.push(format!("fpmd_session={s}; Path=/; HttpOnly; SameSite=Strict"));
             s
         }
@@ -298,7 +304,11 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, st: web::Data<State>) -> H
         .unwrap_or_default();
     let page_html = Layout {
         demo: st.demo.is_some(),
-        root: st.demo.as_ref().map(|d| d.root.display().to_string()).unwrap_or_default(),
+        root: st
+            .demo
+            .as_ref()
+            .map(|d| d.root.display().to_string())
+            .unwrap_or_default(),
         switch,
         fragment: &resp.body,
     }

@@ -244,7 +244,9 @@ pub fn start(cfg: &Config, exe: &Path) -> Result<bool, String> {
     if !cfg.is_live_root() {
         cmd.arg("--root").arg(&cfg.root);
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     // SAFETY: setsid(2) is async-signal-safe. The scan outlives the page
     // (DA closes a page's output when the browser leaves).
     unsafe {
@@ -274,7 +276,8 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         pid: std::process::id() as i32,
         started_unix: now_unix(),
     };
-    let _ = crate::apply::fsx::write_private(&dir.join(RUNNING), &serde_json::to_vec(&mark).unwrap_or_default());
+    let _ =
+        crate::apply::fsx::write_private(&dir.join(RUNNING), &serde_json::to_vec(&mark).unwrap_or_default());
     let result = crate::scan::scan(cfg, &Scope::default()).and_then(|r| {
         let json = serde_json::to_vec(&r).map_err(|e| e.to_string())?;
         crate::apply::fsx::write_private(&dir.join(SNAPSHOT), &json)
@@ -309,13 +312,18 @@ pub fn refresh_users(cfg: &Config, users: &[String]) -> Result<(), String> {
         snap.domains.retain(|d| &d.user != u);
         snap.findings.retain(|f| f.user.as_deref() != Some(u));
         snap.domains.extend(fresh.domains);
-        snap.findings
-            .extend(fresh.findings.into_iter().filter(|f| f.user.as_deref() == Some(u)));
+        snap.findings.extend(
+            fresh
+                .findings
+                .into_iter()
+                .filter(|f| f.user.as_deref() == Some(u)),
+        );
         if snap.primary_cause.as_ref().and_then(|c| c.user.as_deref()) == Some(u) {
             snap.primary_cause = fresh.primary_cause;
         }
     }
-    snap.domains.sort_by(|a, b| (&a.user, &a.domain).cmp(&(&b.user, &b.domain)));
+    snap.domains
+        .sort_by(|a, b| (&a.user, &a.domain).cmp(&(&b.user, &b.domain)));
     let json = serde_json::to_vec(&snap).map_err(|e| e.to_string())?;
     crate::apply::fsx::write_private(&path(cfg, SNAPSHOT), &json)
 }

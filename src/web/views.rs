@@ -28,8 +28,12 @@ impl Base {
 }
 
 fn render<T: Template>(t: &T) -> String {
-    t.render()
-        .unwrap_or_else(|e| format!("<p class=\"fpmd-error\">template error: {}</p>", html_escape(&e.to_string())))
+    t.render().unwrap_or_else(|e| {
+        format!(
+            "<p class=\"fpmd-error\">template error: {}</p>",
+            html_escape(&e.to_string())
+        )
+    })
 }
 
 /// For the one place that builds HTML by hand (a template's own failure).
@@ -83,7 +87,10 @@ fn advice(f: &SFinding) -> String {
     let d = f.domain.as_deref().unwrap_or("this site");
     match (f.check.as_str(), &f.socket, &f.socket_state) {
         ("socket-drift", Some(sock), Some(st)) => {
-            let mut a = format!("PHP requests for {d} are sent to {sock}, which {}.", state_words(st));
+            let mut a = format!(
+                "PHP requests for {d} are sent to {sock}, which {}.",
+                state_words(st)
+            );
             if let Some(e) = &f.expected_socket {
                 a.push_str(&format!(" They should go to {e}."));
             }
@@ -100,6 +107,14 @@ fn advice(f: &SFinding) -> String {
             }
             a
         }
+        ("log-triage", _, _) => format!(
+            "The web server's error log shows {} failed PHP request(s) for {d}{}.",
+            f.count.map(|c| c.to_string()).unwrap_or_else(|| "some".into()),
+            f.socket
+                .as_deref()
+                .map(|s| format!(" to {s}"))
+                .unwrap_or_default()
+        ),
         _ => f.message.clone(),
     }
 }
@@ -150,10 +165,16 @@ fn row(snap: &Snap, d: &super::snapshot::SDomain) -> Row {
         domain: d.domain.clone(),
         link: d.parent.clone().unwrap_or_else(|| d.domain.clone()),
         user: d.user.clone(),
-        php: d.php_release.clone().unwrap_or_else(|| format!("slot {}", d.php_slot)),
+        php: d
+            .php_release
+            .clone()
+            .unwrap_or_else(|| format!("slot {}", d.php_slot)),
         status: d.status.clone(),
         expected: d.expected_socket.clone().unwrap_or_default(),
-        findings: findings_for(snap, &d.domain).into_iter().map(finding_view).collect(),
+        findings: findings_for(snap, &d.domain)
+            .into_iter()
+            .map(finding_view)
+            .collect(),
     }
 }
 
@@ -298,18 +319,24 @@ struct UserT<'a> {
     rows: Vec<UserRow>,
 }
 
-/// The live state of a domain's expected socket, from its findings.
-fn live_state(snap: &Snap, d: &super::snapshot::SDomain) -> String {
+/// The socket the site uses now and its live state: a drifted site's
+/// handler socket (from its finding), else the expected one.
+fn live_state(snap: &Snap, d: &super::snapshot::SDomain) -> (String, String) {
+    let expected = d.expected_socket.clone().unwrap_or_default();
     if !snap.probed {
-        return "not checked".into();
+        return (expected, "not checked".into());
     }
     match d.status.as_str() {
-        "ok" => "answers".into(),
+        "ok" => (expected, "answers".into()),
         _ => findings_for(snap, &d.domain)
             .iter()
-            .find_map(|f| f.socket_state.as_deref().map(state_words))
-            .unwrap_or("unknown")
-            .into(),
+            .find_map(|f| {
+                Some((
+                    f.socket.clone()?,
+                    state_words(f.socket_state.as_deref()?).to_string(),
+                ))
+            })
+            .unwrap_or((expected, "unknown".into())),
     }
 }
 
@@ -317,14 +344,23 @@ pub fn user_index(b: &Base, snap: &Snap) -> String {
     let rows = snap
         .domains
         .iter()
-        .map(|d| UserRow {
-            domain: d.domain.clone(),
-            link: d.parent.clone().unwrap_or_else(|| d.domain.clone()),
-            php: d.php_release.clone().unwrap_or_else(|| format!("slot {}", d.php_slot)),
-            socket: d.expected_socket.clone().unwrap_or_default(),
-            live: live_state(snap, d),
-            status: d.status.clone(),
-            findings: findings_for(snap, &d.domain).into_iter().map(finding_view).collect(),
+        .map(|d| {
+            let (socket, live) = live_state(snap, d);
+            UserRow {
+                domain: d.domain.clone(),
+                link: d.parent.clone().unwrap_or_else(|| d.domain.clone()),
+                php: d
+                    .php_release
+                    .clone()
+                    .unwrap_or_else(|| format!("slot {}", d.php_slot)),
+                socket,
+                live,
+                status: d.status.clone(),
+                findings: findings_for(snap, &d.domain)
+                    .into_iter()
+                    .map(finding_view)
+                    .collect(),
+            }
         })
         .collect();
     render(&UserT { b, rows })
@@ -349,7 +385,10 @@ pub fn domain(b: &Base, d: &str, user: &str, snap: &Snap) -> String {
         .collect();
     let rows: Vec<Row> = mine.iter().map(|x| row(snap, x)).collect();
     // Healthy is the domains' own verdict; old log lines stay listed as evidence.
-    let any_finding = rows.is_empty() || rows.iter().any(|r| r.status != "ok" && r.status != "not_applicable");
+    let any_finding = rows.is_empty()
+        || rows
+            .iter()
+            .any(|r| r.status != "ok" && r.status != "not_applicable");
     render(&DomainT {
         b,
         domain: d,
