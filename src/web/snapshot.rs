@@ -94,6 +94,9 @@ pub struct SFinding {
     pub count: Option<usize>,
     #[serde(default)]
     pub affected_domains: Vec<String>,
+    /// Secondary evidence (logs): its `unknown` never sets the verdict.
+    #[serde(default)]
+    pub secondary: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
