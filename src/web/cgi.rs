@@ -64,10 +64,14 @@ pub fn request(
     let var = |k: &str| env(k).map(|v| decode_entities(&v)).unwrap_or_default();
     let method = Method::parse(&var("REQUEST_METHOD"));
     let mut body = env("POST").unwrap_or_default();
-    if method == Method::Post && (body.is_empty() || body == "stdin=true") {
-        // Some DA versions pass large bodies on stdin instead.
+    // Some DA versions pass large bodies on stdin instead ([U]). Read it only
+    // when told so, never on a bare empty POST: an open stdin would hang the page.
+    let len = env("CONTENT_LENGTH").and_then(|l| l.trim().parse::<u64>().ok());
+    if method == Method::Post && (body == "stdin=true" || (body.is_empty() && len.is_some_and(|l| l > 0))) {
         let mut b = String::new();
-        let _ = stdin.take(MAX_BODY).read_to_string(&mut b);
+        let _ = stdin
+            .take(len.unwrap_or(MAX_BODY).min(MAX_BODY))
+            .read_to_string(&mut b);
         body = b;
     }
     Request {
@@ -171,5 +175,23 @@ mod tests {
         assert_eq!(r.q("page"), Some("2"));
         assert_eq!(r.form.iter().filter(|(k, _)| k == "plan").count(), 2);
         assert_eq!(r.method, Method::Post);
+    }
+
+    #[test]
+    fn a_body_on_stdin_is_read_only_when_announced() {
+        let env = |len: Option<&'static str>| {
+            move |k: &str| match k {
+                "REQUEST_METHOD" => Some("POST".to_string()),
+                "CONTENT_LENGTH" => len.map(String::from),
+                _ => None,
+            }
+        };
+        let mut input: &[u8] = b"csrf=t&id=x";
+        let r = request(Level::User, "history.html", &env(Some("11")), &mut input);
+        assert_eq!(r.f("id"), Some("x"));
+        // No length: stdin is not touched (it might never close).
+        let mut input: &[u8] = b"csrf=t&id=x";
+        let r = request(Level::User, "history.html", &env(None), &mut input);
+        assert!(r.form.is_empty());
     }
 }
