@@ -25,8 +25,8 @@ install_test_deps() {
     # e2e_mysql: a real MariaDB (DA's database) and its client.
     [ -x /usr/sbin/mariadbd ] || want+=(mariadb-server)
     [ -x /usr/bin/mariadb ] || want+=(mariadb-client)
-    # TODO(later suites): chromium (UI checks):
-    # command -v chromium >/dev/null 2>&1 || want+=(chromium)
+    # tests/browser.rs drives a headless chromium.
+    command -v chromium >/dev/null 2>&1 || want+=(chromium)
     if [ "$nginx" -eq 0 ] && [ "${#want[@]}" -eq 0 ]; then
         return 0
     fi
@@ -83,7 +83,7 @@ run_build() {
     local version
     version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
     sed -i "s/^version=.*/version=$version/" "$stage/plugin.conf"
-    for d in admin reseller user hooks scripts images; do
+    for d in admin reseller user hooks scripts images menus; do
         mkdir -p "$stage/$d"
         if [ -d "$d" ]; then cp -a "$d/." "$stage/$d/"; fi
     done

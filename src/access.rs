@@ -56,6 +56,35 @@ impl Caller {
     }
 }
 
+/// Whether `caller` may apply `p`. Admins may apply anything that writes;
+/// resellers and users only fixes in their own domains' `.cust_*` files and
+/// domain conf (per-domain layers), with DA rewriting only their own users.
+/// Server-wide layers, service restarts, firewall and MySQL are admin only.
+pub fn may_apply(cfg: &Config, caller: &Caller, p: &crate::repair::Planned) -> bool {
+    use crate::apply::Safety;
+    if p.plan.safety == Safety::Manual {
+        return false;
+    }
+    if caller.is_admin() {
+        return true;
+    }
+    let (Some(user), Some(_)) = (&p.finding.user, &p.finding.domain) else {
+        return false;
+    };
+    if !da::valid_name(user) || !caller.may_see_user(user) {
+        return false;
+    }
+    if !matches!(p.finding.layer, Some("custom") | Some("panel")) {
+        return false;
+    }
+    let own = format!("{}/", join(&join(&cfg.paths.users_dir, user), "domains"));
+    let files_ok =
+        p.plan.edits.iter().all(|e| {
+            e.file.starts_with(&own) && !e.file.contains("/../") && !e.file[own.len()..].contains('/')
+        });
+    files_ok && p.plan.rewrite_users.iter().all(|u| caller.may_see_user(u))
+}
+
 /// Why a caller was refused (shown to them; never names other accounts).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied(pub String);

@@ -509,6 +509,9 @@ pub struct Config {
     pub firewall: FirewallSettings,
     /// `--no-probe`: report `not_probed` instead of touching sockets.
     pub no_probe: bool,
+    /// The `--config` file this run loaded, so a detached child (the web
+    /// face's background scan) loads the same one.
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -526,6 +529,7 @@ impl Default for Config {
             mysql: MysqlSettings::default(),
             firewall: FirewallSettings::default(),
             no_probe: false,
+            config_file: None,
         }
     }
 }
@@ -575,6 +579,7 @@ impl Config {
             mysql: file.mysql,
             firewall: file.firewall,
             no_probe: false,
+            config_file: config_file.map(Path::to_path_buf),
         })
     }
 

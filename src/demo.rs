@@ -191,6 +191,54 @@ served by this demo that answer the FastCGI handshake).\n",
     Ok(r.exit_code())
 }
 
+/// `fpm-doctor demo --serve`: the demo tree with live stand-in sockets,
+/// served with an identity switch. Repairs really run: DA's rewrite is the
+/// simulator's emulator; there is no nginx to test or reload.
+pub fn serve(keep: Option<&Path>, bind: std::net::SocketAddr) -> Result<(), String> {
+    let (_guard, root): (Option<tempfile::TempDir>, PathBuf) = match keep {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            (None, std::fs::canonicalize(dir).map_err(|e| e.to_string())?)
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("fpm-doctor-demo.")
+                .tempdir()
+                .map_err(|e| e.to_string())?;
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    };
+    build(&root).map_err(|e| format!("building the demo tree in {}: {e}", root.display()))?;
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let q = |p: &Path| shell_words::quote(&p.to_string_lossy()).into_owned();
+    let conf = root.join("fpm-doctor-demo.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "# The demo's commands: DA's rewrite is the simulator's emulator; no nginx runs.\n\
+[commands]\nrewrite = {:?}\nnginx_test = \"\"\nnginx_reload = \"\"\napache_test = \"\"\napache_reload = \"\"\nrun_dataskq = false\n",
+            format!("{} sim-rewrite {} --user {{user}}", q(&exe), q(&root))
+        ),
+    )
+    .map_err(|e| format!("{}: {e}", conf.display()))?;
+    let cfg = Config::load(Some(&conf), Some(&root))?;
+    // The first snapshot now, so the overview opens on a result.
+    crate::web::snapshot::run(&cfg)?;
+    use crate::access::Level;
+    let demo = crate::web::serve::Demo {
+        root: root.clone(),
+        identities: vec![
+            (Level::Admin, "admin".into()),
+            (Level::Reseller, "resel".into()),
+            (Level::User, "alice".into()),
+            (Level::User, "bob".into()),
+            (Level::User, "carol".into()),
+        ],
+    };
+    crate::web::serve::run(cfg, bind, Some(demo))
+}
+
 /// nginx logs of the last minutes, as the real nginx writes them after the
 /// upgrade: errno 2 for alice's stale socket, errno 111 for bob's stale file.
 fn write_logs(root: &Path) -> std::io::Result<()> {

@@ -18,3 +18,4 @@ pub mod repair;
 pub mod report;
 pub mod scan;
 pub mod sim;
+pub mod web;

@@ -125,6 +125,40 @@ enum Cmd {
         keep: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// Serve the plugin pages on the demo tree (admin, reseller and user
+        /// views; repairs really edit the demo files).
+        #[arg(long)]
+        serve: bool,
+        /// Address for --serve.
+        #[arg(long, default_value = fpm_doctor::web::serve::DEFAULT_BIND)]
+        bind: std::net::SocketAddr,
+    },
+    /// One DirectAdmin plugin page (what the admin/, reseller/, user/ wrappers run).
+    Cgi {
+        #[command(flatten)]
+        common: Common,
+        /// The level of the wrapper's folder.
+        #[arg(long, value_parser = ["admin", "reseller", "user"])]
+        level: String,
+        /// Page name: index.html, domain.html, repair.html, history.html, status.raw, scan.raw.
+        #[arg(long, default_value = "index.html")]
+        page: String,
+        /// Print a whole HTTP response (implied by a .raw page).
+        #[arg(long)]
+        raw: bool,
+    },
+    /// The plugin pages as a local web server (token-protected; see README).
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value = fpm_doctor::web::serve::DEFAULT_BIND)]
+        bind: std::net::SocketAddr,
+    },
+    /// The pages' detached background scan: writes <state_dir>/snapshot.json.
+    #[command(hide = true)]
+    WebSnapshot {
+        #[command(flatten)]
+        common: Common,
     },
     /// Generate a large DA-shaped tree (for benchmarks).
     #[command(hide = true)]
@@ -475,7 +509,38 @@ fn run() -> Result<i32, String> {
             .map_err(|e| e.to_string())?;
             Ok(0)
         }
-        Cmd::Demo { keep, json } => fpm_doctor::demo::run(keep.as_deref(), json),
+        Cmd::Demo {
+            keep,
+            json,
+            serve: false,
+            ..
+        } => fpm_doctor::demo::run(keep.as_deref(), json),
+        Cmd::Demo { keep, bind, .. } => fpm_doctor::demo::serve(keep.as_deref(), bind).map(|()| 0),
+        Cmd::Cgi {
+            common,
+            level,
+            page,
+            raw,
+        } => {
+            use fpm_doctor::access::Level;
+            let level = Level::parse(&level).unwrap_or(Level::User);
+            let raw = raw || page.ends_with(".raw");
+            let out = fpm_doctor::web::cgi::run(common.load(), level, &page, raw, caller.trusts_session());
+            use std::io::Write;
+            let mut so = std::io::stdout().lock();
+            let _ = so.write_all(out.as_bytes());
+            let _ = so.flush();
+            // DA ignores the exit code; errors are on the page.
+            Ok(0)
+        }
+        Cmd::Serve { common, bind } => {
+            let cfg = common.load()?;
+            fpm_doctor::web::serve::run(cfg, bind, None).map(|()| 0)
+        }
+        Cmd::WebSnapshot { common } => {
+            let cfg = common.load()?;
+            fpm_doctor::web::snapshot::run(&cfg).map(|()| 0)
+        }
         Cmd::GenTree {
             dir,
             users,

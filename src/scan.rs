@@ -26,6 +26,57 @@ pub struct Report {
     pub nginx_worker: Option<String>,
     pub probed: bool,
     pub users: usize,
+    /// Whether each PHP-FPM slot answers, judged from the probes of the
+    /// sockets under its prefix (the pages' server summary).
+    pub fpm: Vec<FpmState>,
+}
+
+/// One PHP slot's FPM as the probes saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FpmState {
+    pub slot: u8,
+    pub release: String,
+    /// `alive` (a socket of this version answered), `down` (its sockets
+    /// were probed and none answered), `unknown` (none probed).
+    pub state: &'static str,
+    pub listening: usize,
+    pub failing: usize,
+}
+
+/// Per enabled FPM slot: how many of its sockets answered the handshake.
+fn fpm_states(server: &Server) -> Vec<FpmState> {
+    use crate::probe::SocketState;
+    server
+        .php
+        .iter()
+        .filter(|s| s.is_fpm())
+        .map(|s| {
+            let dir = format!("{}/sockets/", s.prefix);
+            let (mut listening, mut failing) = (0, 0);
+            for (ep, r) in &server.probes {
+                match ep {
+                    Endpoint::Unix(p) if p.starts_with(&dir) => match r.state {
+                        SocketState::Listening => listening += 1,
+                        SocketState::NotProbed => {}
+                        _ => failing += 1,
+                    },
+                    _ => {}
+                }
+            }
+            let state = match (listening, failing) {
+                (0, 0) => "unknown",
+                (0, _) => "down",
+                _ => "alive",
+            };
+            FpmState {
+                slot: s.slot,
+                release: s.release.clone(),
+                state,
+                listening,
+                failing,
+            }
+        })
+        .collect()
 }
 
 impl Report {
@@ -140,5 +191,6 @@ fn report_only(cfg: &Config, server: &Server, only: Option<&[String]>) -> Report
             .or_else(|| server.nginx_worker_user.clone()),
         probed: !cfg.no_probe,
         users: server.users.len(),
+        fpm: fpm_states(server),
     }
 }

@@ -18,6 +18,18 @@ pub struct Planned {
     pub plan: Plan,
 }
 
+impl Planned {
+    /// A stable id for the plan's content: the same fix proposed again gets
+    /// the same id, so a confirmation form can name plans and be checked
+    /// against a fresh `propose`.
+    pub fn id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_vec(&self.plan).unwrap_or_default();
+        let h = Sha256::digest(&json);
+        h.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 /// What a repair run found to do.
 #[derive(Debug, Serialize)]
 pub struct Proposal {
