@@ -124,6 +124,13 @@ fn admin_index_is_a_fragment_listing_drifted_domains() {
     assert!(out.contains("alice-shop.test.cust_nginx:6"), "file:line evidence");
     assert!(out.contains("PHP 8.3 (slot 1): alive"));
     assert!(out.contains("Primary cause"));
+    // Every check and its state, per server.
+    for id in fpm_doctor::checks::check_ids() {
+        assert!(
+            out.contains(&format!("{id}: ")),
+            "check {id} missing from the overview"
+        );
+    }
     csrf_of(&out);
 }
 

@@ -36,6 +36,15 @@ pub struct Snap {
     pub fpm: Vec<SFpm>,
     #[serde(default)]
     pub probed: bool,
+    /// Every check and its state (`ok|finding|unknown|not_applicable`).
+    #[serde(default)]
+    pub checks: Vec<SCheck>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SCheck {
+    pub id: String,
+    pub state: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
