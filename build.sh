@@ -46,6 +46,8 @@ install_test_deps() {
 
 run_tests() {
     install_test_deps
+    # The package test checks the real tarball and its static binary.
+    run_build
     cargo test
 }
 
@@ -62,6 +64,7 @@ build_binary() {
     if ! command -v musl-gcc >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools </dev/null || true
     fi
+    command -v file >/dev/null 2>&1 || { [ "$(id -u)" -eq 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq file </dev/null; } || true
     if rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
         cargo build --release --target "$TARGET"
         BIN="target/$TARGET/release/fpm-doctor"

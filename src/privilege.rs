@@ -137,6 +137,13 @@ pub fn startup(args: &[OsString]) -> Result<Caller, String> {
         harden();
     }
     check_args(caller, args)?;
+    if caller == Caller::PluginUser {
+        // Become root in full: a process whose real uid is still the plugin
+        // user's could be stopped (SIGSTOP) by that user in the middle of a
+        // repair, holding the lock. A session of its own, too.
+        nix::unistd::setresuid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setresuid: {e}"))?;
+        let _ = nix::unistd::setsid();
+    }
     Ok(caller)
 }
 
