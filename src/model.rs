@@ -287,6 +287,12 @@ pub struct Server {
     pub worker: Option<crate::probe::WorkerIdentity>,
     /// The tree's account database (names in pool `listen.owner/group`).
     pub accounts: Option<crate::accounts::Accounts>,
+    /// Endpoint → the domains whose PHP goes there, built once on first use
+    /// (the checks ask per pool; asking the whole model each time made a
+    /// 10,000-domain scan quadratic).
+    pub socket_index: std::sync::OnceLock<std::collections::HashMap<Endpoint, Vec<String>>>,
+    /// Domain → its owner, built once on first use.
+    pub owner_index: std::sync::OnceLock<std::collections::HashMap<String, String>>,
 }
 
 /// Where a pool `listen =` value makes FPM listen: a unix path, `ip:port`
@@ -315,10 +321,16 @@ pub struct PoolRef<'a> {
 impl Server {
     /// The DA user owning a domain (or subdomain) entry.
     pub fn owner_of(&self, domain: &str) -> Option<&str> {
-        self.users
-            .iter()
-            .find(|u| u.domains.iter().any(|d| d.name == domain))
-            .map(|u| u.name.as_str())
+        let idx = self.owner_index.get_or_init(|| {
+            let mut m = std::collections::HashMap::new();
+            for u in &self.users {
+                for d in &u.domains {
+                    m.entry(d.name.clone()).or_insert_with(|| u.name.clone());
+                }
+            }
+            m
+        });
+        idx.get(domain).map(String::as_str)
     }
 
     /// Every pool of one FPM version (`83`): users' pools and the master's.
@@ -339,24 +351,34 @@ impl Server {
     }
 
     /// Domains whose PHP goes to `sock`: a handler names it, or the panel
-    /// expects it.
+    /// expects it. Users and domains in model order.
     pub fn domains_using(&self, sock: &Endpoint) -> Vec<String> {
-        let mut out = Vec::new();
-        for u in &self.users {
-            for d in &u.domains {
-                let handler = d
-                    .vhosts
-                    .iter()
-                    .flat_map(|v| v.handlers.iter())
-                    .any(|h| h.target == Target::Endpoint(sock.clone()));
-                let expected = matches!(sock, Endpoint::Unix(p)
-                    if expected_socket(&self.php, &u.pools, &u.name, d.php_select).socket.as_deref() == Some(p.as_str()));
-                if handler || expected {
-                    out.push(d.name.clone());
+        let idx = self.socket_index.get_or_init(|| {
+            let mut idx: std::collections::HashMap<Endpoint, Vec<String>> = std::collections::HashMap::new();
+            for u in &self.users {
+                for d in &u.domains {
+                    let mut eps: Vec<Endpoint> = d
+                        .vhosts
+                        .iter()
+                        .flat_map(|v| v.handlers.iter())
+                        .filter_map(|h| match &h.target {
+                            Target::Endpoint(e) => Some(e.clone()),
+                            Target::Unresolved(_) => None,
+                        })
+                        .collect();
+                    if let Some(p) = expected_socket(&self.php, &u.pools, &u.name, d.php_select).socket {
+                        eps.push(Endpoint::Unix(p));
+                    }
+                    eps.sort();
+                    eps.dedup();
+                    for e in eps {
+                        idx.entry(e).or_default().push(d.name.clone());
+                    }
                 }
             }
-        }
-        out
+            idx
+        });
+        idx.get(sock).cloned().unwrap_or_default()
     }
 
     pub fn slot(&self, n: u8) -> Option<&PhpSlot> {

@@ -57,11 +57,12 @@ fn pid_text(v: &FpmVersion) -> String {
 /// Judges one version; `None` when it is healthy.
 fn judge(server: &Server, v: &FpmVersion) -> Option<Finding> {
     let mut socks: Vec<(Endpoint, SocketState, String)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for r in server.fpm_pools(&v.digits) {
         let Some(ep) = r.pool.listen.as_deref().and_then(pool_endpoint) else {
             continue;
         };
-        if socks.iter().any(|(e, _, _)| *e == ep) {
+        if !seen.insert(ep.clone()) {
             continue;
         }
         let (st, detail) = match server.probes.get(&ep) {
@@ -96,13 +97,14 @@ fn judge(server: &Server, v: &FpmVersion) -> Option<Finding> {
     let dead_socks: Vec<&(Endpoint, SocketState, String)> =
         socks.iter().filter(|(_, s, _)| dead(*s)).collect();
     let mut affected: Vec<String> = Vec::new();
+    let mut affected_set = std::collections::HashSet::new();
     for (ep, _, _) in if dead_socks.is_empty() {
         socks.iter().collect::<Vec<_>>()
     } else {
         dead_socks.clone()
     } {
         for d in server.domains_using(ep) {
-            if !affected.contains(&d) {
+            if affected_set.insert(d.clone()) {
                 affected.push(d);
             }
         }
