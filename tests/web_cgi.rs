@@ -464,3 +464,15 @@ fn the_wrapper_scripts_run_the_binary() {
         "{out}"
     );
 }
+
+#[test]
+fn the_domain_page_shows_each_checks_state_for_that_domain() {
+    let r = rig();
+    let drifted = r.get("user", "domain.html", "alice", "domain=alice-shop.test");
+    assert!(drifted.contains("socket-drift: finding"), "{drifted}");
+    assert!(drifted.contains("log-triage: finding"), "{drifted}");
+    assert!(drifted.contains("pool-exhausted: ok"), "{drifted}");
+    let healthy = r.get("user", "domain.html", "alice", "domain=alice-static.test");
+    assert!(healthy.contains("socket-drift: ok"), "{healthy}");
+    assert!(healthy.contains("log-triage: ok"), "{healthy}");
+}

@@ -374,9 +374,41 @@ struct DomainT<'a> {
     b: &'a Base,
     domain: &'a str,
     user: &'a str,
+    checks: Vec<super::snapshot::SCheck>,
     rows: Vec<Row>,
     basis: String,
     any_finding: bool,
+}
+
+/// Each check's state for one domain (and its subdomains): a finding about
+/// it, an unknown, not applicable to the server, or ok.
+fn domain_check_states(snap: &Snap, d: &str) -> Vec<super::snapshot::SCheck> {
+    let about = |f: &super::snapshot::SFinding| {
+        let hit = |x: &str| x == d || x.ends_with(&format!(".{d}"));
+        f.domain.as_deref().is_some_and(hit) || f.affected_domains.iter().any(|x| hit(x))
+    };
+    snap.checks
+        .iter()
+        .map(|c| {
+            let mine = snap.findings.iter().filter(|f| f.check == c.id && about(f));
+            let state = if c.state == "not_applicable" {
+                "not_applicable"
+            } else if mine
+                .clone()
+                .any(|f| f.severity == "warning" || f.severity == "critical")
+            {
+                "finding"
+            } else if c.state == "unknown" || mine.clone().any(|f| f.severity == "unknown") {
+                "unknown"
+            } else {
+                "ok"
+            };
+            super::snapshot::SCheck {
+                id: c.id.clone(),
+                state: state.into(),
+            }
+        })
+        .collect()
 }
 
 pub fn domain(b: &Base, d: &str, user: &str, snap: &Snap) -> String {
@@ -395,6 +427,7 @@ pub fn domain(b: &Base, d: &str, user: &str, snap: &Snap) -> String {
         b,
         domain: d,
         user,
+        checks: domain_check_states(snap, d),
         basis: mine.first().map(|x| x.expected_basis.clone()).unwrap_or_default(),
         rows,
         any_finding,
