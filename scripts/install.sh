@@ -175,4 +175,18 @@ for cmd in $CB_HOOK_COMMANDS; do
     install_file "$HOOK_SRC" "$dir/fpm_doctor.sh" 755
     say "installed CustomBuild hook $dir/fpm_doctor.sh"
 done
+# An hourly scan as root keeps the admin page's snapshot fresh and publishes
+# the read-only views used where *_run_as does not take effect.
+CRON=$R/etc/cron.d/fpm_doctor
+mkdir -p "$R/etc/cron.d"
+tmp="$CRON.fpm_doctor-new.$$"
+cat >"$tmp" <<CRONTAB
+# FPM Doctor: refresh the scan snapshot and the read-only views (installed by scripts/install.sh)
+17 * * * * root /usr/local/lib/fpm_doctor/bin/fpm-doctor web-snapshot >/dev/null 2>&1
+CRONTAB
+chmod 644 "$tmp"
+own_root "$tmp"
+mv -f "$tmp" "$CRON"
+say "hourly snapshot in $CRON"
+
 say "done"

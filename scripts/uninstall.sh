@@ -35,6 +35,15 @@ for cmd in $CB_HOOK_COMMANDS; do
     fi
 done
 
+if [ -f "$R/etc/cron.d/fpm_doctor" ] && grep -q "FPM Doctor" "$R/etc/cron.d/fpm_doctor"; then
+    rm -f "$R/etc/cron.d/fpm_doctor"
+    say "removed $R/etc/cron.d/fpm_doctor"
+fi
+rmdir "$R/etc/cron.d" 2>/dev/null || :
+if [ "$PURGE" -eq 1 ] && [ -d "$R/var/cache/fpm_doctor" ]; then
+    rm -rf "$R/var/cache/fpm_doctor"
+fi
+
 if [ -e "$LIB_DIR/bin/fpm-doctor" ]; then
     rm -f "$LIB_DIR/bin/fpm-doctor"
     say "removed $LIB_DIR/bin/fpm-doctor"

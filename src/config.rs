@@ -47,6 +47,9 @@ pub struct Paths {
     pub nginx_error_log: String,
     /// DA's per-domain nginx logs (`<d>.log`, `<d>.error.log`).
     pub nginx_domain_log_dir: String,
+    /// Read-only views per account for servers where `*_run_as` does not
+    /// take effect (0711; each file 0640 with the account's group).
+    pub public_dir: String,
     /// Folders whose subfolders belong to hosting users (`/home/<u>`): files
     /// there are read without following symlinks and only if the user or
     /// root owns them.
@@ -98,6 +101,7 @@ impl Default for Paths {
             nginx_error_log: "/var/log/nginx/error.log".into(),
             nginx_domain_log_dir: "/var/log/nginx/domains".into(),
             user_controlled: vec!["/home".into()],
+            public_dir: "/var/cache/fpm_doctor".into(),
             fpm_conf: "/usr/local/php{XY}/etc/php-fpm.conf".into(),
             fpm_pid: "/usr/local/php{XY}/var/run/php-fpm.pid".into(),
             fpm_log: "/var/log/php-fpm{XY}.log".into(),

@@ -668,6 +668,11 @@ fn install_update_uninstall_under_install_root() {
     assert_eq!(std::fs::read(&bin).unwrap(), std::fs::read(BIN).unwrap());
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&conf), 0o600);
+    let cron = std::fs::read_to_string(root.join("etc/cron.d/fpm_doctor")).unwrap();
+    assert!(
+        cron.contains("root /usr/local/lib/fpm_doctor/bin/fpm-doctor web-snapshot"),
+        "{cron}"
+    );
     for h in &hooks {
         assert_eq!(std::fs::read(h).unwrap(), std::fs::read(cb_hook()).unwrap());
     }

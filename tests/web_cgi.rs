@@ -2,6 +2,7 @@
 //! wrapper scripts) with DA-like environments against the demo tree, whose
 //! live stand-in sockets this test process serves.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -423,36 +424,30 @@ fn the_wrapper_scripts_run_the_binary() {
             let s = std::fs::read_to_string(&p).unwrap();
             assert!(s.starts_with("#!/bin/sh\n"));
             assert!(
-                s.contains(&format!("cgi --level {lvl} --page {page}\n")),
+                s.contains(&format!("\"$BIN\" cgi --level {lvl} --page {page}\n")),
                 "{}",
                 p.display()
             );
         }
     }
-    let wrapper = std::fs::read_to_string(repo.join("user/index.html"))
-        .unwrap()
-        .replace(
-            "/usr/local/lib/fpm_doctor/bin/fpm-doctor",
-            &format!("{BIN} --config {} --root {}", r.conf.display(), r.root.display()),
-        );
-    // `cgi` takes --config/--root after the subcommand.
-    let wrapper = wrapper.replace(
-        &format!(
-            "{BIN} --config {} --root {} cgi",
+    // The wrapper runs whatever FPM_DOCTOR_BIN names; a shim adds this rig's
+    // --config/--root after the subcommand.
+    let shim = r.root.join("shim.sh");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\nsub=$1; shift\nexec {BIN} \"$sub\" --config {} --root {} \"$@\"\n",
             r.conf.display(),
             r.root.display()
         ),
-        &format!(
-            "{BIN} cgi --config {} --root {}",
-            r.conf.display(),
-            r.root.display()
-        ),
-    );
-    let w = r.root.join("index.html");
-    std::fs::write(&w, wrapper).unwrap();
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let w = repo.join("user/index.html");
     let out = Command::new("/bin/sh")
         .arg(&w)
         .env_clear()
+        .env("FPM_DOCTOR_BIN", &shim)
         .env("REQUEST_METHOD", "GET")
         .env("USERNAME", "alice")
         .env("SESSION_ID", "s")

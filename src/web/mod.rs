@@ -14,6 +14,7 @@
 
 pub mod cgi;
 pub mod csrf;
+pub mod publish;
 pub mod serve;
 pub mod snapshot;
 mod views;

@@ -292,12 +292,22 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         crate::apply::fsx::write_private(&dir.join(RUNNING), &serde_json::to_vec(&mark).unwrap_or_default());
     let result = crate::scan::scan(cfg, &Scope::default()).and_then(|r| {
         let json = serde_json::to_vec(&r).map_err(|e| e.to_string())?;
-        crate::apply::fsx::write_private(&dir.join(SNAPSHOT), &json)
+        crate::apply::fsx::write_private(&dir.join(SNAPSHOT), &json)?;
+        let _ = std::fs::remove_file(dir.join(ERROR));
+        // The read-only views for servers where *_run_as does not work;
+        // a failure there must not lose the snapshot.
+        if let Err(e) =
+            Snap::from_report(&r).and_then(|s| super::publish::publish(cfg, &s, now_unix() as i64))
+        {
+            let _ = crate::apply::fsx::write_private(
+                &dir.join(ERROR),
+                format!("publishing read-only views: {e}").as_bytes(),
+            );
+        }
+        Ok(())
     });
     match &result {
-        Ok(()) => {
-            let _ = std::fs::remove_file(dir.join(ERROR));
-        }
+        Ok(()) => {}
         Err(e) => {
             let _ = crate::apply::fsx::write_private(&dir.join(ERROR), e.as_bytes());
         }

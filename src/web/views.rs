@@ -8,7 +8,7 @@ use crate::apply::{ApplyReport, JournalEntry};
 use crate::repair::Planned;
 use askama::Template;
 
-const CSS: &str = include_str!("../../images/style.css");
+pub const CSS: &str = include_str!("../../images/style.css");
 
 /// What every fragment shows around its content.
 pub struct Base {
