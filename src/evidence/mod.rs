@@ -42,58 +42,23 @@ pub struct Evidence {
     pub apache: Option<Vec<upstream::HttpProbe>>,
 }
 
-/// Runs a command (no shell, `LANG=C`, stdin closed) and returns its stdout
-/// (at most `max_bytes`), killing it after `timeout`. A non-zero exit is an
-/// error carrying stderr.
+/// Runs a read-only tool and returns its stdout, cut at `max_bytes`; a
+/// non-zero exit is an error carrying stderr. (One runner: [`cmd::capture`].)
 pub fn run_capture(argv: &[String], timeout: std::time::Duration, max_bytes: u64) -> Result<String, String> {
-    use std::io::Read;
-    use std::os::unix::process::CommandExt;
-    use std::process::{Command, Stdio};
-    let prog = argv.first().ok_or("empty command")?;
-    let mut child = Command::new(prog)
-        .args(&argv[1..])
-        .env("LANG", "C")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot run {prog}: {e}"))?;
-    let mut out = child.stdout.take().expect("piped");
-    let mut err = child.stderr.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = (&mut out).take(max_bytes).read_to_end(&mut buf);
-        buf
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = (&mut err).take(64 << 10).read_to_end(&mut buf);
-        buf
-    });
-    let start = std::time::Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) if start.elapsed() >= timeout => {
-                // SAFETY: kill(2) of the process group we created.
-                unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
-                let _ = child.wait();
-                return Err(format!("{prog} timed out after {}s", timeout.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(10)),
-            Err(e) => return Err(format!("{prog}: {e}")),
-        }
-    };
-    let stdout = reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
-    if !status.success() {
-        return Err(format!(
-            "{prog} failed ({status}): {}",
-            String::from_utf8_lossy(&stderr).trim()
-        ));
+    let prog = argv.first().cloned().unwrap_or_default();
+    let c = cmd::capture(argv, timeout)?;
+    if !c.ok {
+        return Err(format!("{prog} failed: {}", c.stderr.trim()));
     }
-    Ok(String::from_utf8_lossy(&stdout).into_owned())
+    let mut out = c.stdout;
+    if out.len() as u64 > max_bytes {
+        let mut cut = max_bytes as usize;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    Ok(out)
 }
 
 /// A program on PATH (or an absolute path that exists).
