@@ -74,8 +74,11 @@ pub fn may_apply(cfg: &Config, caller: &Caller, p: &crate::repair::Planned) -> b
     if !da::valid_name(user) || !caller.may_see_user(user) {
         return false;
     }
-    if !matches!(p.finding.layer, Some("custom") | Some("panel")) {
-        return false;
+    match p.finding.layer {
+        Some("custom") => {}
+        // A PHP-slot change only where DA lets users choose PHP.
+        Some("panel") if cfg.access.users_choose_php => {}
+        _ => return false,
     }
     let own = format!("{}/", join(&join(&cfg.paths.users_dir, user), "domains"));
     let files_ok =
@@ -214,5 +217,61 @@ mod tests {
         assert!(resolve(&cfg, Level::Admin, "admin")
             .unwrap()
             .may_see_user("anyone"));
+    }
+}
+
+#[cfg(test)]
+mod apply_tests {
+    use super::*;
+    use crate::apply::{Edit, Plan, Safety, Target};
+    use crate::checks::{Finding, Severity};
+
+    fn planned(layer: &'static str, file: &str) -> crate::repair::Planned {
+        let mut f = Finding::new("socket-drift", Severity::Critical, String::new());
+        f.user = Some("alice".into());
+        f.domain = Some("a.test".into());
+        f.layer = Some(layer);
+        crate::repair::Planned {
+            finding: f,
+            plan: Plan {
+                finding: String::new(),
+                safety: Safety::Confirm,
+                edits: vec![Edit {
+                    file: file.into(),
+                    start: 0,
+                    end: 1,
+                    old: b"2".to_vec(),
+                    new: b"1".to_vec(),
+                }],
+                rewrite_users: vec!["alice".into()],
+                actions: vec![],
+                target: Target::Nginx,
+                advice: None,
+            },
+        }
+    }
+
+    #[test]
+    fn users_change_a_php_slot_only_where_da_lets_them_choose_php() {
+        let mut cfg = Config::default();
+        let alice = Caller {
+            username: "alice".into(),
+            level: Level::User,
+            users: Some(vec!["alice".into()]),
+        };
+        let conf = "/usr/local/directadmin/data/users/alice/domains/a.test.conf";
+        let cust = "/usr/local/directadmin/data/users/alice/domains/a.test.cust_nginx";
+        assert!(may_apply(&cfg, &alice, &planned("custom", cust)));
+        assert!(
+            !may_apply(&cfg, &alice, &planned("panel", conf)),
+            "admin-only by default"
+        );
+        cfg.access.users_choose_php = true;
+        assert!(may_apply(&cfg, &alice, &planned("panel", conf)));
+        assert!(!may_apply(
+            &cfg,
+            &alice,
+            &planned("template", "/usr/local/directadmin/data/templates/custom/x")
+        ));
     }
 }

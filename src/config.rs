@@ -465,9 +465,20 @@ pub fn resolve_cmd(live: bool, set: &Option<String>, default: &str) -> Option<St
     }
 }
 
+/// What resellers and users may repair themselves.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessSettings {
+    /// Whether DA lets users choose a domain's PHP version here (their
+    /// package's PHP selector). Unconfirmed per server, so a `php1_select`
+    /// change is admin-only unless this says so.
+    pub users_choose_php: bool,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
+    pub access: AccessSettings,
     pub system: SystemSettings,
     pub logs: LogSettings,
     pub fpm: FpmSettings,
@@ -506,6 +517,7 @@ pub struct Config {
     pub commands: CommandSettings,
     pub apply: ApplySettings,
     pub logs: LogSettings,
+    pub access: AccessSettings,
     pub hook: HookSettings,
     pub fpm: FpmSettings,
     pub system: SystemSettings,
@@ -527,6 +539,7 @@ impl Default for Config {
             commands: CommandSettings::default(),
             apply: ApplySettings::default(),
             logs: LogSettings::default(),
+            access: AccessSettings::default(),
             hook: HookSettings::default(),
             fpm: FpmSettings::default(),
             system: SystemSettings::default(),
@@ -577,6 +590,7 @@ impl Config {
             commands: file.commands,
             apply: file.apply,
             logs: file.logs,
+            access: file.access,
             hook: file.hook,
             fpm: file.fpm,
             system: file.system,
