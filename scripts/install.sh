@@ -134,6 +134,11 @@ else
 # max_bytes = 67108864
 # rotations = 3
 
+[access]
+# Whether DirectAdmin lets users choose a domain's PHP version on this server
+# (their package's PHP selector): only then may a user apply a php1_select fix.
+# users_choose_php = false
+
 [probe]
 # timeout_ms = 1500
 # parallelism = 16
