@@ -528,6 +528,9 @@ pub struct Config {
     /// The `--config` file this run loaded, so a detached child (the web
     /// face's background scan) loads the same one.
     pub config_file: Option<PathBuf>,
+    /// The root directory opened once (`O_PATH`): every read resolves from
+    /// it, and reopening it per file doubled the syscalls of a large scan.
+    pub root_fd: std::sync::Arc<std::sync::OnceLock<(PathBuf, std::os::fd::OwnedFd)>>,
 }
 
 impl Default for Config {
@@ -547,6 +550,7 @@ impl Default for Config {
             firewall: FirewallSettings::default(),
             no_probe: false,
             config_file: None,
+            root_fd: Default::default(),
         }
     }
 }
@@ -598,7 +602,30 @@ impl Config {
             firewall: file.firewall,
             no_probe: false,
             config_file: config_file.map(Path::to_path_buf),
+            root_fd: Default::default(),
         })
+    }
+
+    /// The cached `O_PATH` fd of the root, when it was opened for this root.
+    pub fn cached_root_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        if self.root_fd.get().is_none() {
+            use nix::fcntl::OFlag;
+            if let Ok(fd) = nix::fcntl::open(
+                &self.root,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            ) {
+                // SAFETY: a fresh fd from open(2), owned from here on.
+                let _ = self.root_fd.set((self.root.clone(), unsafe {
+                    std::os::fd::OwnedFd::from_raw_fd(fd)
+                }));
+            }
+        }
+        self.root_fd
+            .get()
+            .filter(|(p, _)| *p == self.root)
+            .map(|(_, fd)| fd.as_raw_fd())
     }
 
     /// True when the root is the real `/`.

@@ -49,18 +49,21 @@ impl<'c> Fs<'c> {
         if user_place.is_some() {
             resolve |= ResolveFlag::RESOLVE_NO_SYMLINKS;
         }
-        let root_dir = if self.cfg.is_live_root() {
-            std::path::Path::new("/")
-        } else {
-            self.cfg.root.as_path()
+        // The root's fd is opened once per run; a fresh one only if that failed.
+        let fresh;
+        let root_raw = match self.cfg.cached_root_fd() {
+            Some(fd) => fd,
+            None => {
+                let fd = nix::fcntl::open(
+                    self.cfg.root.as_path(),
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )?;
+                // SAFETY: `open` just returned this fd and nothing else owns it.
+                fresh = unsafe { OwnedFd::from_raw_fd(fd) };
+                fresh.as_raw_fd()
+            }
         };
-        let root = nix::fcntl::open(
-            root_dir,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )?;
-        // SAFETY: `open` just returned this fd and nothing else owns it.
-        let root = unsafe { OwnedFd::from_raw_fd(root) };
         let rel = server_path.trim_start_matches('/');
         let rel = if rel.is_empty() { "." } else { rel };
         if !self.cfg.is_live_root() {
@@ -69,7 +72,7 @@ impl<'c> Fs<'c> {
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | extra)
             .resolve(resolve);
-        let fd = openat2(root.as_raw_fd(), rel, how).map_err(|e| match e {
+        let fd = openat2(root_raw, rel, how).map_err(|e| match e {
             nix::errno::Errno::ELOOP if user_place.is_some() => std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
                 format!("{server_path} is reached through a symlink in a user's home: not followed"),
