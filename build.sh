@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # FPM Doctor build entry point.
 #   ./build.sh test    install missing system packages, then run every test
-#   ./build.sh [build] static binary + tarball (not yet implemented)
+#   ./build.sh [build] static binary (musl; glibc static fallback) + fpm_doctor.tar.gz in dist/
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
