@@ -123,31 +123,42 @@ fn add_server_wide_drift(root: &Path) -> std::io::Result<()> {
 /// Answers FCGI_GET_VALUES on each socket, for as long as the process lives.
 fn serve_sockets(root: &Path, sockets: &[String]) -> std::io::Result<()> {
     for s in sockets {
-        let host = root.join(s.trim_start_matches('/'));
-        std::fs::create_dir_all(host.parent().unwrap())?;
-        let _ = std::fs::remove_file(&host);
-        let l = UnixListener::bind(&host)?;
-        // DA: owner the user, group the nginx worker, 660; the demo cannot
-        // assume it may chown, so it opens the socket to everyone instead.
-        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o666))?;
-        std::thread::spawn(move || {
-            for mut c in l.incoming().flatten() {
-                let mut hdr = [0u8; 8];
-                if c.read_exact(&mut hdr).is_err() {
-                    continue;
-                }
-                let len = u16::from_be_bytes([hdr[4], hdr[5]]) as usize + hdr[6] as usize;
-                let mut body = vec![0u8; len];
-                let _ = c.read_exact(&mut body);
-                // FCGI_GET_VALUES_RESULT with FCGI_MPXS_CONNS=0, like PHP-FPM.
-                let pair = [&[15u8, 1][..], b"FCGI_MPXS_CONNS", b"0"].concat();
-                let mut rec = vec![1u8, 10, 0, 0, 0, pair.len() as u8, 0, 0];
-                rec.extend_from_slice(&pair);
-                let _ = c.write_all(&rec);
-            }
-        });
+        serve_standin(&root.join(s.trim_start_matches('/')))?;
     }
     Ok(())
+}
+
+/// Binds a stand-in PHP-FPM socket at a host path (replacing a stale one)
+/// and answers it with [`answer_fcgi`]. Mode 666: DA's is 660 owner the user,
+/// group the nginx worker, but the demo cannot assume it may chown.
+pub fn serve_standin(host: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(host.parent().unwrap_or(Path::new("/")))?;
+    let _ = std::fs::remove_file(host);
+    let l = UnixListener::bind(host)?;
+    std::fs::set_permissions(host, std::fs::Permissions::from_mode(0o666))?;
+    answer_fcgi(l);
+    Ok(())
+}
+
+/// Answers FCGI_GET_VALUES on a listener, for as long as the process lives:
+/// all the probe asks. Used by the demo and by tests as a PHP-FPM stand-in.
+pub fn answer_fcgi(l: UnixListener) {
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut hdr = [0u8; 8];
+            if c.read_exact(&mut hdr).is_err() {
+                continue;
+            }
+            let len = u16::from_be_bytes([hdr[4], hdr[5]]) as usize + hdr[6] as usize;
+            let mut body = vec![0u8; len];
+            let _ = c.read_exact(&mut body);
+            // FCGI_GET_VALUES_RESULT with FCGI_MPXS_CONNS=0, like PHP-FPM.
+            let pair = [&[15u8, 1][..], b"FCGI_MPXS_CONNS", b"0"].concat();
+            let mut rec = vec![1u8, 10, 0, 0, 0, pair.len() as u8, 0, 0];
+            rec.extend_from_slice(&pair);
+            let _ = c.write_all(&rec);
+        }
+    });
 }
 
 /// Builds the tree, starts the stand-in sockets, scans, prints. Returns the exit code.

@@ -415,10 +415,7 @@ fn run() -> Result<i32, String> {
         } => {
             let mut cfg = Config::load(common.config.as_deref(), common.root.as_deref())?;
             cfg.no_probe = no_probe;
-            let known = checks::check_ids();
-            if let Some(bad) = only.iter().find(|c| !known.contains(&c.as_str())) {
-                return Err(format!("no check named {bad} (known: {})", known.join(", ")));
-            }
+            checks::validate_ids(&only)?;
             let only = (!only.is_empty()).then_some(only);
             let r = scan::scan_only(&cfg, &Scope { user, domain }, only.as_deref())?;
             print_report(&r, json, verbose);
@@ -458,10 +455,7 @@ fn run() -> Result<i32, String> {
             if domain.is_none() && user.is_none() && !all {
                 return Err("say what to repair: --domain D, --user U or --all".into());
             }
-            let known = checks::check_ids();
-            if let Some(bad) = only.iter().find(|c| !known.contains(&c.as_str())) {
-                return Err(format!("no check named {bad} (known: {})", known.join(", ")));
-            }
+            checks::validate_ids(&only)?;
             let cfg = Config::load(common.config.as_deref(), common.root.as_deref())?;
             cmd_repair(&cfg, Scope { user, domain }, dry_run, yes, safe_only, &only, json)
         }

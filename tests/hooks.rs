@@ -6,9 +6,7 @@
 use fpm_doctor::sim::{self, SimDomain, SimServer, SimUser};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -66,30 +64,10 @@ fn upgraded_tree(root: &Path, confirm: bool, extra_users: &[&str]) {
     sim::upgrade_php(root, 1, "8.3").unwrap();
 }
 
-/// Stand-in PHP-FPM sockets that answer FastCGI's FCGI_GET_VALUES (all
-/// the probe asks), for as long as the test process lives.
+/// Stand-in PHP-FPM sockets (the demo's), for as long as the test process lives.
 fn serve_sockets(root: &Path, users: &[&str]) {
     for u in users {
-        let host = root.join(format!("usr/local/php83/sockets/{u}.sock"));
-        std::fs::create_dir_all(host.parent().unwrap()).unwrap();
-        let _ = std::fs::remove_file(&host);
-        let l = UnixListener::bind(&host).unwrap();
-        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o666)).unwrap();
-        std::thread::spawn(move || {
-            for mut c in l.incoming().flatten() {
-                let mut hdr = [0u8; 8];
-                if c.read_exact(&mut hdr).is_err() {
-                    continue;
-                }
-                let len = u16::from_be_bytes([hdr[4], hdr[5]]) as usize + hdr[6] as usize;
-                let mut body = vec![0u8; len];
-                let _ = c.read_exact(&mut body);
-                let pair = [&[15u8, 1][..], b"FCGI_MPXS_CONNS", b"0"].concat();
-                let mut rec = vec![1u8, 10, 0, 0, 0, pair.len() as u8, 0, 0];
-                rec.extend_from_slice(&pair);
-                let _ = c.write_all(&rec);
-            }
-        });
+        fpm_doctor::demo::serve_standin(&root.join(format!("usr/local/php83/sockets/{u}.sock"))).unwrap();
     }
 }
 

@@ -5,31 +5,13 @@
 //! seconds later, in the background.
 
 use fpm_doctor::sim::{self, SimServer};
-use std::io::{Read, Write};
-use std::os::unix::net::UnixListener;
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Answers FCGI_GET_VALUES like PHP-FPM (enough for the probe).
 fn serve_fcgi(root: &Path, sock: &str) {
-    let p = root.join(sock.trim_start_matches('/'));
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    let _ = std::fs::remove_file(&p);
-    let l = UnixListener::bind(&p).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
-    std::thread::spawn(move || {
-        for mut c in l.incoming().flatten() {
-            let mut hdr = [0u8; 8];
-            if c.read_exact(&mut hdr).is_err() {
-                continue;
-            }
-            let mut body = vec![0u8; u16::from_be_bytes([hdr[4], hdr[5]]) as usize + hdr[6] as usize];
-            let _ = c.read_exact(&mut body);
-            let _ = c.write_all(&[1u8, 10, 0, 0, 0, 0, 0, 0]);
-        }
-    });
+    fpm_doctor::demo::serve_standin(&root.join(sock.trim_start_matches('/'))).unwrap();
 }
 
 #[test]

@@ -131,23 +131,9 @@ fn bind(root: &Path, sock: &str) -> UnixListener {
     l
 }
 
-/// Answers FCGI_GET_VALUES like PHP-FPM does (enough for the probe).
+/// Answers FCGI_GET_VALUES like PHP-FPM (the demo's stand-in).
 fn serve_fcgi(l: UnixListener) {
-    use std::io::{Read, Write};
-    std::thread::spawn(move || {
-        for mut c in l.incoming().flatten() {
-            let mut hdr = [0u8; 8];
-            if c.read_exact(&mut hdr).is_err() {
-                continue;
-            }
-            let mut body = vec![0u8; u16::from_be_bytes([hdr[4], hdr[5]]) as usize + hdr[6] as usize];
-            let _ = c.read_exact(&mut body);
-            let pair = [&[15u8, 1][..], b"FCGI_MPXS_CONNS", b"0"].concat();
-            let mut rec = vec![1u8, 10, 0, 0, 0, pair.len() as u8, 0, 0];
-            rec.extend_from_slice(&pair);
-            let _ = c.write_all(&rec);
-        }
-    });
+    fpm_doctor::demo::answer_fcgi(l);
 }
 
 #[test]

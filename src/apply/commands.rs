@@ -162,6 +162,20 @@ pub fn resolve_fpm_restart_with(cfg: &Config, version: &str, systemd: bool) -> O
     Some(line.replace("{version}", version))
 }
 
+/// The one way this program starts another: an argument list (no shell),
+/// environment only PATH and LANG=C, stdin /dev/null, cwd `/`.
+/// `argv` must not be empty.
+pub fn sandboxed(argv: &[String]) -> Command {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .env("PATH", SAFE_PATH)
+        .env("LANG", "C")
+        .current_dir("/")
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// Starts a command in its own session (setsid), detached from the caller's
 /// terminal and process group, so it completes even when the page request
 /// that asked for it is closed. Waits up to `wait` for it to finish to report
@@ -177,15 +191,8 @@ pub fn run_detached(step: &str, argv: &[String], wait: Duration) -> StepReport {
         rep.note = "empty command".into();
         return rep;
     };
-    let mut cmd = Command::new(prog);
-    cmd.args(&argv[1..])
-        .env_clear()
-        .env("PATH", SAFE_PATH)
-        .env("LANG", "C")
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut cmd = sandboxed(argv);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
     // SAFETY: setsid() is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -298,14 +305,8 @@ pub fn run(step: &str, argv: &[String], timeout: Duration) -> StepReport {
         rep.note = "empty command".into();
         return rep;
     };
-    let mut cmd = Command::new(prog);
-    cmd.args(&argv[1..])
-        .env_clear()
-        .env("PATH", SAFE_PATH)
-        .env("LANG", "C")
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+    let mut cmd = sandboxed(argv);
+    cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Own group, so a timeout kills whatever the command started too.
         .process_group(0);

@@ -279,6 +279,15 @@ pub fn docs() -> Vec<&'static CheckDoc> {
         .collect()
 }
 
+/// Refuses an id that names no check (`--check` on scan and repair).
+pub fn validate_ids(ids: &[String]) -> Result<(), String> {
+    let known = check_ids();
+    match ids.iter().find(|c| !known.contains(&c.as_str())) {
+        Some(bad) => Err(format!("no check named {bad} (known: {})", known.join(", "))),
+        None => Ok(()),
+    }
+}
+
 /// Ids a scan can be limited to with `--check`.
 pub fn check_ids() -> Vec<&'static str> {
     REGISTRY.iter().map(|c| c.doc.id).collect()

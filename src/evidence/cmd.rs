@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Output beyond this is cut (a processlist of thousands of rows is plenty).
@@ -32,13 +32,7 @@ fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<
 /// Runs `argv`; `Err` when it cannot start or times out.
 pub fn capture(argv: &[String], timeout: Duration) -> Result<Captured, String> {
     let prog = argv.first().ok_or("empty command")?;
-    let mut child = Command::new(prog)
-        .args(&argv[1..])
-        .env_clear()
-        .env("PATH", crate::apply::commands::SAFE_PATH)
-        .env("LANG", "C")
-        .current_dir("/")
-        .stdin(Stdio::null())
+    let mut child = crate::apply::commands::sandboxed(argv)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
