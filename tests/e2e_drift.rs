@@ -8,7 +8,6 @@ mod support;
 
 use fpm_doctor::sim::{self, NginxRuntime, SimServer};
 use serde_json::Value;
-use std::process::Command;
 use support::{free_port, self_signed_cert, Daemons, Stop};
 
 const ALICE_CUST: &str = "/usr/local/directadmin/data/users/alice/domains/alice.test.cust_nginx";
@@ -119,20 +118,7 @@ fn real_502_connection_refused_when_old_master_killed() {
 
 /// Run `fpm-doctor scan --root T --json`: (exit code, JSON).
 fn scan(d: &Daemons) -> (i32, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fpm-doctor"))
-        .args(["scan", "--root"])
-        .arg(d.root())
-        .arg("--json")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "scan --json must print JSON ({e}); stdout:\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), json)
+    support::fpm_doctor_json(&["scan"], d.root())
 }
 
 /// The JSON contract for the drift state; `state` is the dead socket's.

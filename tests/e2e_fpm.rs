@@ -6,7 +6,6 @@ mod support;
 
 use fpm_doctor::sim::{self, NginxRuntime, SimServer};
 use serde_json::Value;
-use std::process::Command;
 use support::{free_port, self_signed_cert, Daemons, Stop};
 
 const ALICE_POOL: &str = "/usr/local/directadmin/data/users/alice/php/php-fpm82.conf";
@@ -49,25 +48,12 @@ fn start(edit: impl FnOnce(&str) -> String) -> Scenario {
 }
 
 fn parse(out: std::process::Output) -> Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "scan --json must print JSON ({e}); stdout:\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    support::json_output(out).1
 }
 
 /// `fpm-doctor scan --root T --json` from outside (an offline view: no /proc).
 fn scan_root(d: &Daemons) -> Value {
-    parse(
-        Command::new(env!("CARGO_BIN_EXE_fpm-doctor"))
-            .args(["scan", "--root"])
-            .arg(d.root())
-            .arg("--json")
-            .output()
-            .unwrap(),
-    )
+    support::fpm_doctor_json(&["scan"], d.root()).1
 }
 
 /// `fpm-doctor scan --json` inside the daemons' namespace, where the tree is

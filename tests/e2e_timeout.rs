@@ -9,7 +9,6 @@ mod support;
 
 use fpm_doctor::sim::{self, NginxRuntime, SimDomain, SimServer, SimUser};
 use serde_json::Value;
-use std::process::Command;
 use std::time::Instant;
 use support::{free_port, self_signed_cert, Daemons};
 
@@ -17,21 +16,7 @@ const CUST: &str = "/usr/local/directadmin/data/users/alice/domains/alice.test.c
 const SLOW_PHP: &str = "/home/alice/domains/alice.test/public_html/slow.php";
 
 fn fpm_doctor(args: &[&str], root: &std::path::Path) -> (i32, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fpm-doctor"))
-        .args(args)
-        .arg("--root")
-        .arg(root)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "{args:?} --json must print JSON ({e}); stdout:\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), json)
+    support::fpm_doctor_json(args, root)
 }
 
 #[test]

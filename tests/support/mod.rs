@@ -617,3 +617,29 @@ fn children_of(pid: u32) -> Vec<u32> {
     }
     out
 }
+
+/// A `fpm-doctor … --json` run's output: (exit code, JSON). Panics with
+/// stdout and stderr when it is not JSON.
+pub fn json_output(out: Output) -> (i32, serde_json::Value) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "--json must print JSON ({e}); stdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), json)
+}
+
+/// `fpm-doctor <args> --root T --json` from outside the daemons' namespace.
+pub fn fpm_doctor_json(args: &[&str], root: &Path) -> (i32, serde_json::Value) {
+    json_output(
+        Command::new(env!("CARGO_BIN_EXE_fpm-doctor"))
+            .args(args)
+            .arg("--root")
+            .arg(root)
+            .arg("--json")
+            .output()
+            .unwrap(),
+    )
+}
